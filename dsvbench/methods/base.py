@@ -1,0 +1,208 @@
+"""The method interface (SPEC §5): one registry, one signature.
+
+A method is a function ``build(ctx: BuildContext, recipe) -> CondensedSet`` registered
+with :func:`register_method`, which records what it needs (training data, the
+pretrained model, training dynamics) so the harness prepares only that, and which
+frozen dataclass holds its hyper-parameters (the paper's values as defaults)::
+
+    @dataclass(frozen=True)
+    class RandomRecipe:
+        pass
+
+    @register_method("random", table_name="random", group="selection",
+                     needs_data=True, recipe=RandomRecipe, eval_recipe="dc")
+    def build_random(ctx: BuildContext, recipe: RandomRecipe) -> CondensedSet:
+        ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..models import InputShape, create_model
+from ..registry import Registry, UserError
+
+
+class MethodFailed(RuntimeError):
+    """A method could not finish (e.g. NaN during synthesis): that job stops, the others go on."""
+
+
+class AccessDenied(RuntimeError):
+    """A method touched something it did not declare in its needs (e.g. data for a data-free method)."""
+
+
+@dataclass
+class CondensedSet:
+    """IPC images per class in the normalized input space, with labels and optional weights."""
+    images: torch.Tensor                 # K×C×H×W
+    labels: torch.Tensor                 # K (long)
+    weights: torch.Tensor | None = None  # K, e.g. DeepKKT's λ
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
+            raise ValueError(f"condensed set needs K×C×H×W images and K labels, got "
+                             f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}")
+        if not torch.isfinite(self.images).all():
+            raise MethodFailed("condensed set contains NaN/Inf pixels")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
+                "weights": None if self.weights is None else self.weights.detach().cpu(),
+                "metadata": self.metadata}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "CondensedSet":
+        return cls(state["images"], state["labels"], state.get("weights"), dict(state.get("metadata", {})))
+
+
+ProgressFn = Callable[..., None]
+
+
+@dataclass
+class BuildContext:
+    """What a method receives.  Undeclared needs raise :class:`AccessDenied` when touched."""
+    method: str
+    num_classes: int
+    ipc: int
+    shape: InputShape
+    generator: torch.Generator           # CPU generator seeded from the job's seed
+    device: torch.device
+    model_name: str                      # architecture of the pretrained model (for fresh nets)
+    dataset_name: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    cache_dir: Path | None = None        # for per-pretrained-model caches (e.g. embeddings)
+    progress: ProgressFn = lambda **metrics: None   # progress(step=, total=, **metrics)
+    _train: tuple[torch.Tensor, torch.Tensor] | None = None
+    _pretrained: nn.Module | None = None
+    _dynamics: torch.Tensor | None = None
+
+    def _need(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise AccessDenied(f"method {self.method!r} used {what} but did not declare it in its needs")
+        return value
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        return self._need(self._train, "the training data")[0]
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self._need(self._train, "the training data")[1]
+
+    @property
+    def pretrained(self) -> nn.Module:
+        return self._need(self._pretrained, "the pretrained model")
+
+    @property
+    def dynamics(self) -> torch.Tensor:
+        """Bool epochs×N: was training example n classified correctly at epoch e."""
+        return self._need(self._dynamics, "the training dynamics")
+
+    def fresh_model(self, name: str | None = None) -> nn.Module:
+        """A freshly initialized network (drawn from ``generator``) on the device."""
+        return create_model(name or self.model_name, self.shape, self.generator).to(self.device)
+
+    def class_indices(self, label: int) -> torch.Tensor:
+        return torch.nonzero(self.train_labels == label).flatten()
+
+    def randperm(self, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=self.generator)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Registry entry: the build function plus what it declares."""
+    name: str
+    build: Callable[[BuildContext, Any], CondensedSet]
+    table_name: str
+    group: str                      # "selection" (coreset) or "synthesis"
+    recipe: type
+    eval_recipe: str                # the recipe its published figure was retrained with: dc | dsv
+    needs_data: bool = False
+    needs_model: bool = False
+    needs_dynamics: bool = False
+    order: int = 100                # column order within its group (Table 1)
+    recipe_defaults: Callable[[str], dict[str, Any]] | None = None  # dataset name -> overrides
+
+    @property
+    def needs(self) -> str:
+        parts = [n for n, flag in (("data", self.needs_data), ("model", self.needs_model),
+                                   ("dynamics", self.needs_dynamics)) if flag]
+        return "+".join(parts) or "nothing"
+
+    def make_recipe(self, dataset: str, overrides: dict[str, str] | None = None) -> Any:
+        """The recipe for ``dataset``: paper defaults, dataset defaults, then user overrides."""
+        values: dict[str, Any] = dict(self.recipe_defaults(dataset)) if self.recipe_defaults else {}
+        fields = {f.name: f for f in dataclasses.fields(self.recipe)}
+        for key, text in (overrides or {}).items():
+            if key not in fields:
+                raise UserError(f"method {self.name!r} has no recipe field {key!r}; "
+                                f"fields: {', '.join(fields) or 'none'}")
+            values[key] = _parse_value(text, fields[key].type, f"{self.name}.{key}")
+        return self.recipe(**values)
+
+
+def _parse_value(text: str, type_name: Any, where: str) -> Any:
+    """Parse a ``--set method.field=value`` string into the field's annotated type."""
+    type_name = str(getattr(type_name, "__name__", type_name)).replace(" ", "")
+    try:
+        if type_name.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            value = float(text)
+            if math.isnan(value):
+                raise ValueError
+            return value
+        if type_name.startswith("tuple"):
+            inner = float if "float" in type_name else int if "int" in type_name else str
+            return tuple(inner(v) for v in text.split(",") if v)
+        return text
+    except ValueError:
+        raise UserError(f"--set {where}={text!r}: expected {type_name}") from None
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(name: str, *, table_name: str, group: str, recipe: type, eval_recipe: str,
+                    needs_data: bool = False, needs_model: bool = False, needs_dynamics: bool = False,
+                    order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None):
+    """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``."""
+    if group not in ("selection", "synthesis"):
+        raise ValueError(f"group must be 'selection' or 'synthesis', got {group!r}")
+    if eval_recipe not in ("dc", "dsv"):
+        raise ValueError(f"eval_recipe must be 'dc' or 'dsv', got {eval_recipe!r}")
+
+    def decorator(build):
+        METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
+                                     needs_model, needs_dynamics, order, recipe_defaults))
+        return build
+    return decorator
+
+
+def take_per_class(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of the ``ipc`` highest-scoring items of each class (ties broken at random by
+    ``generator`` when given, else by index).  Raises if a class has fewer than ``ipc`` items."""
+    chosen = []
+    for label in range(num_classes):
+        members = torch.nonzero(labels == label).flatten()
+        if len(members) < ipc:
+            raise MethodFailed(f"class {label} has {len(members)} candidates, fewer than ipc={ipc}")
+        if generator is not None:
+            members = members[torch.randperm(len(members), generator=generator).to(members.device)]
+        order = torch.argsort(scores[members], descending=True, stable=True)
+        chosen.append(members[order[:ipc]])
+    return torch.cat(chosen)

@@ -1,0 +1,161 @@
+"""Networks, chosen by name from a registry (SPEC §3).
+
+``convnet`` is the dataset-condensation ConvNet: ``depth`` blocks of
+conv3x3 -> norm -> ReLU -> pool 2x2, then one linear layer.  Instance norm is
+``GroupNorm(width, width, affine=True)`` as in the DC reference code.  For 28x28
+one-channel inputs the first conv uses padding 3 (maps become 32x32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+@dataclass(frozen=True)
+class InputShape:
+    channels: int
+    size: int  # square images
+    num_classes: int
+
+
+def default_depth(size: int) -> int:
+    """Blocks such that a spatial map of at least 2x2 is left before the linear layer.
+
+    32x32 (and 28x28 padded to 32x32) -> 3 blocks (4x4 map), as in the DC literature;
+    8x8 digits -> 2 blocks (2x2 map).
+    """
+    depth, side = 0, (32 if size == 28 else size)
+    while side // 2 >= 2 and depth < 3:
+        side //= 2
+        depth += 1
+    return max(depth, 1)
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "instancenorm":
+        return nn.GroupNorm(width, width, affine=True)
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(width)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; known: instancenorm, batchnorm, none")
+
+
+def _pool(kind: str) -> nn.Module:
+    if kind == "avgpool":
+        return nn.AvgPool2d(2, 2)
+    if kind == "maxpool":
+        return nn.MaxPool2d(2, 2)
+    raise ValueError(f"unknown pooling {kind!r}; known: avgpool, maxpool")
+
+
+class ConvNet(nn.Module):
+    """The DC ConvNet; ``features`` gives the penultimate (flattened) embedding."""
+
+    def __init__(self, shape: InputShape, width: int = 128, depth: int | None = None,
+                 norm: str = "instancenorm", pooling: str = "avgpool"):
+        super().__init__()
+        depth = default_depth(shape.size) if depth is None else depth
+        layers: list[nn.Module] = []
+        channels, side = shape.channels, shape.size
+        for block in range(depth):
+            padding = 3 if (block == 0 and shape.size == 28) else 1
+            layers += [nn.Conv2d(channels, width, 3, padding=padding), _norm(norm, width),
+                       nn.ReLU(inplace=True), _pool(pooling)]
+            side = (side + 2 * padding - 2) // 2
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.embed_dim = width * side * side
+        self.classifier = nn.Linear(self.embed_dim, shape.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class MLP(nn.Module):
+    """Three-layer perceptron (two hidden ReLU layers), as in the DC literature's MLP."""
+
+    def __init__(self, shape: InputShape, width: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True))
+        self.embed_dim = width
+        self.classifier = nn.Linear(width, shape.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@MODELS.register("convnet")
+def convnet(shape: InputShape) -> nn.Module:
+    """DC ConvNet: width 128, instance norm, average pooling."""
+    return ConvNet(shape)
+
+
+@MODELS.register("convnet_bn")
+def convnet_bn(shape: InputShape) -> nn.Module:
+    """ConvNet with batch norm instead of instance norm."""
+    return ConvNet(shape, norm="batchnorm")
+
+
+@MODELS.register("convnet_nonorm")
+def convnet_nonorm(shape: InputShape) -> nn.Module:
+    """ConvNet with no normalization layer."""
+    return ConvNet(shape, norm="none")
+
+
+@MODELS.register("convnet_maxpool")
+def convnet_maxpool(shape: InputShape) -> nn.Module:
+    """ConvNet with max pooling, as the DSV paper describes its pretraining network."""
+    return ConvNet(shape, pooling="maxpool")
+
+
+@MODELS.register("mlp")
+def mlp(shape: InputShape) -> nn.Module:
+    """Two hidden layers of 128 units."""
+    return MLP(shape)
+
+
+@MODELS.register("convnet_tiny")
+def convnet_tiny(shape: InputShape) -> nn.Module:
+    """A width-8 ConvNet for fast tests."""
+    return ConvNet(shape, width=8)
+
+
+def create_model(name: str, shape: InputShape, generator: torch.Generator | None = None) -> nn.Module:
+    """Build model ``name``; with ``generator`` the initialization is deterministic.
+
+    Parameters are re-initialized with torch's default schemes drawn from ``generator``
+    (``torch.nn.init`` accepts a generator), so no global seed is touched.
+    """
+    model = MODELS.get(name)(shape)
+    if generator is not None:
+        _reset_parameters(model, generator)
+    return model
+
+
+def _reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """Default PyTorch init (kaiming-uniform a=sqrt(5) weights, fan-in uniform bias) from a generator."""
+    import math
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+            if module.bias is not None:
+                fan_in = module.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
