@@ -97,6 +97,12 @@ class BenchConfig:
     backend: str = "loky"
     out: str = "results/default"
     cache_dir: str = ".dsvbench_cache"
+    reference_dataset: str | None = None    # treat the data like this dataset (defaults, paper figures)
+
+    @property
+    def defaults_dataset(self) -> str:
+        """The dataset name that selects dataset-dependent defaults and reference figures."""
+        return self.reference_dataset or self.data.name
 
     @property
     def retrain_model(self) -> str:

@@ -1,0 +1,284 @@
+"""Command line: argparse -> BenchConfig -> harness -> writers.
+
+Bad input is one line on stderr and exit code 2, checked before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
+from .data import DATASETS, load_dataset
+from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run
+from .methods import METHODS, load_methods
+from .models import MODELS
+from .registry import UserError
+from .results import load_failures, load_records, render_text, write_outputs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsvbench", description=(
+        "Dataset distillation / coreset selection at tiny budgets: reproduces Table 1 of "
+        "'Deep Support Vectors' and compares your methods with it."))
+    add = parser.add_argument
+    add("--dataset", default="cifar10", help="dataset name (see --list-datasets); default cifar10")
+    add("--data-root", default="data", help="folder holding the dataset files (default ./data)")
+    add("--download", action="store_true", help="fetch the dataset through torchvision if missing")
+    add("--reference-dataset", help="use this dataset's defaults and paper figures (e.g. cifar10 for "
+        "the CIFAR-10 JPEG image folder)")
+    add("--methods", nargs="+", default=["all"], help="method ids or 'all' (see --list-methods)")
+    add("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default 5)")
+    add("--seed-list", type=int, nargs="+", help="explicit seeds (overrides --seeds)")
+    add("--ipc", type=int, default=1, help="images per class (default 1)")
+    add("--model", default="convnet", help="architecture of θ* and of the condensation (default convnet)")
+    add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
+    add("--evals-per-set", type=int, default=1, help="fresh networks retrained per condensed set")
+    add("--eval-recipe", choices=["dc", "dsv"], help="force one retraining recipe on every column")
+    add("--eval-epochs", type=int, help="retraining epochs (reduced budget; default: the recipe's)")
+    add("--pretrain-epochs", type=int, help="epochs of θ* pretraining (default: per dataset)")
+    add("--set", dest="overrides", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+        help="override a method recipe field, e.g. --set dc.iterations=200 (repeatable)")
+    add("--herding-features", choices=["pretrained", "random-init", "pixels"],
+        help="feature space for herding (shortcut for --set herding.features=...)")
+    add("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    add("--jobs", type=int, default=1, help="parallel (method, seed) jobs through joblib (default 1)")
+    add("--backend", default="loky", help="joblib backend: loky, threading, dask, ray, ...")
+    add("--out", help="output folder (default results/<dataset>-ipc<k>)")
+    add("--cache-dir", default=".dsvbench_cache", help="cache of datasets, θ*, condensed sets")
+    add("--from", dest="from_dirs", nargs="+", metavar="DIR",
+        help="re-render stored run(s) instead of running; several are merged (into --out if given)")
+    add("--list-methods", action="store_true", help="list registered methods and exit")
+    add("--list-models", action="store_true", help="list registered models and exit")
+    add("--list-datasets", action="store_true", help="list dataset readers and exit")
+    add("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    parsed = []
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, field = target.partition(".")
+        if not (sep and dot and method and field):
+            raise UserError(f"--set {item!r}: expected METHOD.FIELD=VALUE, e.g. dc.iterations=200")
+        METHODS.get(method)
+        parsed.append((method, field, value))
+    return tuple(parsed)
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Validate names and numbers and build the frozen config (no data is read here)."""
+    load_methods()
+    DATASETS.get(args.dataset)
+    MODELS.get(args.model)
+    if args.eval_model:
+        MODELS.get(args.eval_model)
+    methods = (sorted(METHODS.names(), key=lambda m: (METHODS.get(m).group != "selection", METHODS.get(m).order))
+               if args.methods == ["all"] else args.methods)
+    for method in methods:
+        METHODS.get(method)
+    seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
+    for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", args.evals_per_set),
+                        ("--jobs", args.jobs), ("--eval-epochs", args.eval_epochs or 1),
+                        ("--pretrain-epochs", args.pretrain_epochs or 1)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    overrides = parse_overrides(args.overrides)
+    if args.herding_features:
+        overrides += (("herding", "features", args.herding_features),)
+    like = args.reference_dataset or args.dataset
+    pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}
+    config = BenchConfig(
+        data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
+        eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
+        methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=args.evals_per_set,
+        eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, method_overrides=overrides,
+        device=args.device, jobs=args.jobs, backend=args.backend,
+        out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
+        reference_dataset=args.reference_dataset)
+    for method in config.methods:  # recipe overrides parse now, not halfway through the run
+        method_recipe(config, METHODS.get(method), config.defaults_dataset)
+    _check_device(config.device)
+    _check_writable(Path(config.out))
+    return config
+
+
+def _check_device(device: str) -> None:
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write there ({error.strerror or error}); choose another folder") from None
+
+
+def check_ipc(config: BenchConfig, class_counts: torch.Tensor) -> None:
+    smallest = int(class_counts.min())
+    if config.ipc > smallest:
+        raise UserError(f"--ipc {config.ipc} is larger than the smallest class of {config.data.name} "
+                        f"({smallest} training images); use --ipc {smallest} or less")
+
+
+def list_methods() -> str:
+    load_methods()
+    from tabulate import tabulate
+    rows = [[s.name, s.table_name, s.group, s.needs, s.eval_recipe, (s.build.__doc__ or s.recipe.__doc__ or "").strip().splitlines()[0] if (s.build.__doc__ or s.recipe.__doc__) else ""]
+            for s in sorted((METHODS.get(n) for n in METHODS.names()), key=lambda s: (s.group != "selection", s.order))]
+    return tabulate(rows, ["id", "Table 1 name", "group", "needs", "retrained with", "description"])
+
+
+def run_info(config: BenchConfig, started: float, pretrained: Any) -> dict[str, Any]:
+    load_methods()
+    return {
+        "config": to_dict(config), "command": sys.argv,
+        "recipes": {m: to_dict(method_recipe(config, METHODS.get(m), config.defaults_dataset)) for m in config.methods},
+        "eval_recipes": {m: to_dict(column_eval_recipe(config, METHODS.get(m), config.defaults_dataset))
+                         for m in config.methods},
+        "pretrained": None if pretrained is None else {
+            "key": pretrained.key, "train_accuracy": pretrained.train_accuracy,
+            "test_accuracy": pretrained.test_accuracy, "seconds_per_epoch": pretrained.seconds_per_epoch,
+            "epochs": config.pretrain.epochs},
+        "versions": {"dsvbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__},
+        "git_commit": _git_commit(), "device": _device_name(config.device), "host": platform.node(),
+        "wall_seconds": time.time() - started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def budget_notes(config: BenchConfig) -> list[str]:
+    """Everything that deviates from the published budgets, said in the output."""
+    notes = []
+    if config.eval_epochs is not None:
+        notes.append(f"REDUCED/CHANGED BUDGET: retraining for {config.eval_epochs} epochs (recipe default 300)")
+    for method, field, value in config.method_overrides:
+        notes.append(f"CHANGED RECIPE: {method}.{field}={value} (not the published default)")
+    default_pretrain = PretrainRecipe.for_dataset(config.defaults_dataset)
+    if config.pretrain != default_pretrain:
+        notes.append(f"CHANGED PRETRAINING: {config.pretrain.epochs} epochs (default {default_pretrain.epochs})")
+    if config.eval_recipe:
+        notes.append(f"every column retrained with the '{config.eval_recipe}' recipe (not the published per-column recipes)")
+    return notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except UserError as error:
+        print(f"dsvbench: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.list_methods or args.list_models or args.list_datasets:
+        load_methods()
+        if args.list_methods:
+            print(list_methods())
+        if args.list_models:
+            print("\n".join(f"{n:16s} {(MODELS.get(n).__doc__ or '').strip()}" for n in MODELS.names()))
+        if args.list_datasets:
+            print("\n".join(DATASETS.names()))
+        return 0
+    if args.from_dirs:
+        return _rerender(args)
+    started = time.time()
+    config = config_from_args(args)
+    dataset = load_dataset(config.data, config.cache_dir)
+    check_ipc(config, dataset.class_counts())
+    _print_config(config)
+    _, pretrained = prepare(config, progress=not args.quiet)
+    if pretrained is not None:
+        print(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
+              f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
+    outcomes = run(config, progress=not args.quiet)
+    notes = budget_notes(config)
+    records = [r for r in load_records(config.out) if _in_config(r, config)]
+    summary = write_outputs(config.out, records, run_info(config, started, pretrained), notes,
+                            config.reference_dataset)
+    if not summary.empty:
+        print(render_text(summary, notes))
+    failed = [o for o in outcomes if o["error"]]
+    for outcome in failed:
+        print(f"dsvbench: job {outcome['job'].method} seed {outcome['job'].seed} failed: {outcome['error']}",
+              file=sys.stderr)
+    print(f"outputs in {config.out} ({time.time() - started:.0f} s)")
+    return 1 if failed else 0
+
+
+def _in_config(record: dict[str, Any], config: BenchConfig) -> bool:
+    return (record["method"] in config.methods and record["seed"] in config.seeds
+            and record["ipc"] == config.ipc and record["eval_index"] < config.evals_per_set)
+
+
+def _print_config(config: BenchConfig) -> None:
+    load_methods()
+    print(f"dsvbench {__version__}: {config.data.name} IPC={config.ipc}, model {config.model} -> "
+          f"retrain {config.retrain_model}, seeds {list(config.seeds)}, device {config.device}, out {config.out}")
+    print(f"  pretraining: {to_dict(config.pretrain)}")
+    for method in config.methods:
+        spec = METHODS.get(method)
+        evaluation = column_eval_recipe(config, spec, config.defaults_dataset)
+        print(f"  {method}: {to_dict(method_recipe(config, spec, config.defaults_dataset))}; "
+              f"retrain {evaluation.name}: {to_dict(evaluation)}")
+    for note in budget_notes(config):
+        print(f"  NOTE: {note}")
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    import json
+    records, notes, info = [], [], {}
+    for folder in args.from_dirs:
+        if not (Path(folder) / "records").is_dir():
+            raise UserError(f"--from {folder}: no records/ folder there; point it at a run's --out folder")
+        records += load_records(folder)
+        run_json = Path(folder) / "run.json"
+        if run_json.exists():
+            info = json.loads(run_json.read_text())
+            notes += [n for n in info.get("notes", []) if n not in notes]
+    out = Path(args.out or args.from_dirs[0])
+    reference = args.reference_dataset or (info.get("config", {}).get("reference_dataset"))
+    info["rendered_from"] = list(args.from_dirs)
+    summary = write_outputs(out, records, info, notes, reference)
+    if summary.empty:
+        raise UserError(f"--from {' '.join(args.from_dirs)}: no finished records to render")
+    print(render_text(summary, notes))
+    for failure in sum((load_failures(f) for f in args.from_dirs), []):
+        print(f"failed job {failure['method']} seed {failure['seed']}: {failure['error']}")
+    return 0

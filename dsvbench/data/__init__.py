@@ -1,0 +1,119 @@
+"""Datasets: one reader per file format, all returning :class:`RawSplits`.
+
+:func:`load_dataset` turns raw splits into normalized tensors (per-channel mean/std
+of the training split) and caches them on disk.  Readers register themselves in
+``DATASETS`` by name; a missing file raises :class:`DatasetMissing` naming the path
+looked at, the ``--download`` flag and the offline ``digits`` dataset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..models import InputShape
+from ..registry import Registry, UserError
+
+
+@dataclass
+class RawSplits:
+    """Images as uint8 arrays N×H×W×C (or N×H×W), labels as int arrays."""
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list[str]
+
+
+Reader = Callable[[DataConfig], RawSplits]
+DATASETS: Registry[Reader] = Registry("dataset")
+
+
+class DatasetMissing(UserError):
+    """Dataset files are not where we looked."""
+
+
+def missing(name: str, path: Path | str, what: str = "files") -> DatasetMissing:
+    return DatasetMissing(
+        f"{name} {what} not found at {path}; put them there (or pass --data-root), "
+        f"add --download to fetch them (needs torchvision), or use --dataset digits (offline)")
+
+
+@dataclass
+class ImageDataset:
+    """Normalized train/test tensors (N×C×H×W float32) plus what is needed to undo it."""
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> InputShape:
+        return InputShape(self.train_x.shape[1], self.train_x.shape[2], self.num_classes)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return x * std + mean
+
+    def to(self, device: str | torch.device) -> "ImageDataset":
+        return ImageDataset(self.name, self.train_x.to(device), self.train_y.to(device),
+                            self.test_x.to(device), self.test_y.to(device), self.mean, self.std,
+                            self.class_names)
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.train_y, minlength=self.num_classes)
+
+
+def to_nchw_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 N×H×W(×C) -> float32 N×C×H×W in [0, 1]."""
+    array = images if images.ndim == 4 else images[..., None]
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
+    return tensor / 255.0 if images.dtype == np.uint8 else tensor
+
+
+def normalize(raw: RawSplits, name: str) -> ImageDataset:
+    """Per-channel standardization with the training split's statistics."""
+    train_x, test_x = to_nchw_float(raw.train_images), to_nchw_float(raw.test_images)
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3))
+    view = (1, -1, 1, 1)
+    return ImageDataset(
+        name,
+        ((train_x - mean.view(view)) / std.view(view)).contiguous(),
+        torch.as_tensor(raw.train_labels, dtype=torch.long),
+        ((test_x - mean.view(view)) / std.view(view)).contiguous(),
+        torch.as_tensor(raw.test_labels, dtype=torch.long),
+        tuple(mean.tolist()), tuple(std.tolist()), list(raw.class_names))
+
+
+def load_dataset(config: DataConfig, cache_dir: str | Path | None = None) -> ImageDataset:
+    """Read (or load the cached tensors of) the dataset named in ``config``."""
+    reader = DATASETS.get(config.name)
+    cache_file = None
+    if cache_dir is not None and config.name != "digits":
+        from ..config import config_hash
+        root = str(Path(config.root).expanduser().resolve())
+        cache_file = Path(cache_dir) / "datasets" / f"{config.name}-{config_hash(config.name, root)}.pt"
+        if cache_file.exists():
+            return ImageDataset(**torch.load(cache_file, weights_only=True))
+    dataset = normalize(reader(config), config.name)
+    if cache_file is not None:
+        from ..atomic import atomic_torch_save
+        atomic_torch_save(dataset.__dict__, cache_file)
+    return dataset
+
+
+from . import readers  # noqa: E402,F401  (registers the readers)

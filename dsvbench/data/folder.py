@@ -1,0 +1,114 @@
+"""Image folders in the torchvision ``ImageFolder`` convention: ``<root>/{train,test}/<class>/*``.
+
+Classes are the sub-folder names sorted as strings (as ``ImageFolder`` does), so labels
+agree with torchvision's.  Files are read in sorted name order, so the arrays are the same
+on every machine.  Only ``.png .jpg .jpeg .bmp`` files count (any case); hidden files and
+folders (``.ipynb_checkpoints``) are skipped.  All images must share one size and one mode,
+RGB or L, because the benchmark stacks them into one tensor.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..registry import UserError
+from . import DatasetMissing, RawSplits
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MODES = {"RGB": 3, "L": 1}
+DECODE_CHUNK = 2048  # images per task when decoding in threads (Pillow releases the GIL)
+
+
+def folder_missing(path: Path) -> DatasetMissing:
+    return DatasetMissing(
+        f"image folder not found at {path}; expected <data-root>/train/<class>/*.png|jpg and "
+        f"<data-root>/test/<class>/* (pass --data-root; --download does not apply to folders), "
+        f"or use --dataset digits (offline)")
+
+
+def list_split(split_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image paths, their labels and the sorted class names of one split folder."""
+    if not split_dir.is_dir():
+        raise folder_missing(split_dir)
+    classes = sorted(entry.name for entry in os.scandir(split_dir)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise UserError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/*.png|jpg")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        files = sorted(entry.name for entry in os.scandir(split_dir / name)
+                       if entry.is_file() and not entry.name.startswith(".")
+                       and entry.name.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise UserError(f"class folder {split_dir / name} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        paths.extend(split_dir / name / file for file in files)
+        labels.extend([label] * len(files))
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise UserError(f"cannot decode image {path}: {error}") from None
+    return image
+
+
+def _decode_into(out: np.ndarray, paths: list[Path], start: int, size: tuple[int, int], mode: str) -> None:
+    """Decode ``paths`` into ``out[start:]``; every image must have ``size`` and ``mode``."""
+    for offset, path in enumerate(paths):
+        with _open(path) as image:
+            if image.size != size or image.mode != mode:
+                raise UserError(
+                    f"{path} is {image.mode} {image.size[0]}×{image.size[1]} but the folder's first image is "
+                    f"{mode} {size[0]}×{size[1]}; all images must share one size and mode (RGB or L)")
+            out[start + offset] = np.asarray(image).reshape(out.shape[1:])
+
+
+def decode_images(paths: list[Path], size: tuple[int, int], mode: str, workers: int) -> np.ndarray:
+    """uint8 N×H×W×C array (C from the mode) of all images, decoded in ``workers`` threads."""
+    width, height = size
+    out = np.empty((len(paths), height, width, MODES[mode]), dtype=np.uint8)
+    chunks = [(start, paths[start:start + DECODE_CHUNK]) for start in range(0, len(paths), DECODE_CHUNK)]
+    if workers <= 1 or len(chunks) == 1:
+        for start, chunk in chunks:
+            _decode_into(out, chunk, start, size, mode)
+        return out
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(_decode_into, out, chunk, start, size, mode) for start, chunk in chunks]:
+            future.result()
+    return out
+
+
+def read_image_folder(root: Path, workers: int | None = None) -> RawSplits:
+    """Both splits of an image folder; train and test must have the same class folders.
+
+    Grayscale (L) folders give N×H×W arrays, RGB folders N×H×W×3.
+    """
+    if not root.is_dir():
+        raise folder_missing(root)
+    train_paths, train_labels, classes = list_split(root / "train")
+    test_paths, test_labels, test_classes = list_split(root / "test")
+    if test_classes != classes:
+        only_train = sorted(set(classes) - set(test_classes)) or "-"
+        only_test = sorted(set(test_classes) - set(classes)) or "-"
+        raise UserError(f"train and test classes of {root} differ: only in train {only_train}, "
+                        f"only in test {only_test}")
+    with _open(train_paths[0]) as first:
+        size, mode = first.size, first.mode
+    if mode not in MODES:
+        raise UserError(f"{train_paths[0]} has mode {mode}; image folders must be RGB or L "
+                        f"(convert them, e.g. with Pillow's Image.convert('RGB'))")
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    train = decode_images(train_paths, size, mode, workers)
+    test = decode_images(test_paths, size, mode, workers)
+    if mode == "L":
+        train, test = train[..., 0], test[..., 0]
+    return RawSplits(train, train_labels, test, test_labels, classes)

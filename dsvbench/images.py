@@ -1,0 +1,37 @@
+"""PNG grids of condensed sets: one row per class, IPC images per row (Pillow, no matplotlib)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def save_grid(images: torch.Tensor, labels: torch.Tensor, num_classes: int, path: Path | str,
+              scale: int | None = None, padding: int = 2) -> Path:
+    """Write ``images`` (K×C×H×W in [0, 1] after denormalization) as a class-per-row grid.
+
+    Small images are upscaled (nearest) so that each cell is at least 64 px wide.
+    """
+    images = images.detach().float().clamp(0, 1).cpu()
+    _, channels, height, width = images.shape
+    scale = scale or max(1, 64 // width)
+    rows = [images[labels == c] for c in range(num_classes)]
+    columns = max(1, max(len(r) for r in rows))
+    cell_h, cell_w = height * scale + padding, width * scale + padding
+    canvas = np.full((num_classes * cell_h + padding, columns * cell_w + padding, 3), 255, dtype=np.uint8)
+    for row, members in enumerate(rows):
+        for column, image in enumerate(members):
+            pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            if channels == 1:
+                pixels = np.repeat(pixels, 3, axis=2)
+            pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+            top, left = padding + row * cell_h, padding + column * cell_w
+            canvas[top:top + height * scale, left:left + width * scale] = pixels
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(canvas).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,114 @@
+"""θ*: the pretrained reference network (paper, Appendix B), cached on disk.
+
+Adam (lr 1e-3, weight decay 5e-3) with flip + crop.  While training we record, for every
+training example and epoch, whether its (augmented) presentation was classified
+correctly — the training dynamics that the forgetting baseline reads (Toneva et al.
+count events between consecutive presentations).  The cache key is a hash of the
+dataset fingerprint, architecture and full recipe.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .progress import progress_bar
+
+from .atomic import atomic_torch_save
+from .augment import augment
+from .config import PretrainRecipe, config_hash, to_dict
+from .data import ImageDataset
+from .models import create_model
+from .training import accuracy, minibatches
+
+
+@dataclass
+class Pretrained:
+    model: nn.Module
+    dynamics: torch.Tensor        # bool epochs×N_train
+    train_accuracy: float         # clean (no augmentation) accuracy of θ* on the training split
+    test_accuracy: float
+    seconds_per_epoch: float
+    key: str
+    path: Path
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder for artefacts derived from this model (e.g. herding embeddings)."""
+        return self.path.parent / self.key
+
+
+def dataset_fingerprint(dataset: ImageDataset) -> str:
+    """Cheap content hash: labels and a strided sample of the training pixels."""
+    digest = hashlib.sha256()
+    digest.update(dataset.train_y.cpu().numpy().tobytes())
+    digest.update(dataset.train_x.flatten()[::997].cpu().numpy().tobytes())
+    digest.update(str(tuple(dataset.train_x.shape)).encode())
+    return digest.hexdigest()[:16]
+
+
+def pretrain_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> str:
+    return config_hash(dataset.name, dataset_fingerprint(dataset), model_name, recipe)
+
+
+def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe,
+                     cache_dir: str | Path, device: torch.device | str, progress: bool = True,
+                     require_dynamics: bool = False) -> Pretrained:
+    """Load θ* from the cache, or train it (and cache it) when missing.
+
+    A cached checkpoint without dynamics (e.g. imported from elsewhere) is retrained when
+    ``require_dynamics`` is set, with a message saying so.
+    """
+    key = pretrain_key(dataset, model_name, recipe)
+    path = Path(cache_dir) / "pretrained" / f"{dataset.name}-{model_name}-{key}.pt"
+    model = create_model(model_name, dataset.shape).to(device)
+    if path.exists():
+        state = torch.load(path, map_location=device, weights_only=True)
+        dynamics = state.get("dynamics")
+        if dynamics is not None or not require_dynamics:
+            model.load_state_dict(state["model"])
+            model.eval()
+            return Pretrained(model, dynamics if dynamics is not None else torch.zeros(0, dtype=torch.bool),
+                              state["train_accuracy"], state["test_accuracy"],
+                              state["seconds_per_epoch"], key, path)
+        tqdm.write(f"cached model {path} has no training dynamics; pretraining again to record them")
+    return _pretrain(dataset, model_name, recipe, key, path, device, progress)
+
+
+def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, key: str, path: Path,
+              device: torch.device | str, progress: bool) -> Pretrained:
+    generator = torch.Generator().manual_seed(recipe.seed)
+    model = create_model(model_name, dataset.shape, generator).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
+    dynamics = torch.zeros(recipe.epochs, len(train_y), dtype=torch.bool)
+    start = time.perf_counter()
+    bar = progress_bar(range(recipe.epochs), desc=f"pretrain {model_name} on {dataset.name}",
+                       disable=not progress)
+    model.train()
+    for epoch in bar:
+        correct = torch.zeros(len(train_y), dtype=torch.bool, device=device)
+        for batch in minibatches(len(train_y), recipe.batch_size, generator):
+            batch = batch.to(device)
+            logits = model(augment(train_x[batch], recipe.augment, generator))
+            loss = F.cross_entropy(logits, train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            correct[batch] = logits.argmax(1) == train_y[batch]
+        dynamics[epoch] = correct.cpu()
+        bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{100 * correct.float().mean().item():.1f}")
+    seconds_per_epoch = (time.perf_counter() - start) / max(recipe.epochs, 1)
+    model.eval()
+    train_acc = accuracy(model, train_x, train_y)
+    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    atomic_torch_save({"model": model.state_dict(), "dynamics": dynamics, "train_accuracy": train_acc,
+                       "test_accuracy": test_acc, "seconds_per_epoch": seconds_per_epoch,
+                       "recipe": to_dict(recipe), "model_name": model_name}, path)
+    return Pretrained(model, dynamics, train_acc, test_acc, seconds_per_epoch, key, path)

@@ -1,0 +1,160 @@
+"""Records -> one aggregate -> every writer (CSV, Markdown, LaTeX, JSON, terminal).
+
+Std is the population std (ddof 0) over all retrained models of a column, as in the
+DC literature; every output says so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from .atomic import atomic_write_json, atomic_write_text
+from .references import reference_for
+
+DDOF = 0
+STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
+GROUP_TITLES = {"selection": "coreset selection", "synthesis": "synthesis"}
+
+
+def load_records(out: Path | str) -> list[dict[str, Any]]:
+    """Every finished record under ``<out>/records`` (failures excluded)."""
+    folder = Path(out) / "records"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def load_failures(out: Path | str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / "records" / "failed").glob("*.json"))]
+
+
+def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None) -> pd.DataFrame:
+    """One row per (dataset, ipc, method): mean, std (ddof 0), n, timings, the paper's figure."""
+    if not records:
+        return pd.DataFrame()
+    frame = pd.DataFrame(records)
+    keys = ["dataset", "ipc", "group", "order", "method", "table_name"]
+    summary = frame.groupby(keys, sort=False).agg(
+        mean=("test_accuracy", "mean"), std=("test_accuracy", lambda s: s.std(ddof=DDOF)),
+        n=("test_accuracy", "size"), seeds=("seed", "nunique"),
+        build_seconds=("build_seconds", "mean"), retrain_seconds=("retrain_seconds", "mean"),
+        peak_memory_mb=("peak_memory_mb", "max"), needs=("needs", "first"),
+        eval_recipe=("eval.name", "first"), eval_epochs=("eval.epochs", "first"),
+        eval_model=("eval_model", "first"),
+    ).reset_index()
+    for column in ("pretrained_agreement", "lambda_class_acc_pearson"):
+        if column in frame:
+            summary[column] = frame.groupby(keys, sort=False)[column].mean().values
+    refs = [reference_for(reference_dataset or row.dataset, row.ipc, row.method)
+            for row in summary.itertuples()]
+    summary["paper_mean"] = [r[0] if r else None for r in refs]
+    summary["paper_std"] = [r[1] if r else None for r in refs]
+    summary["paper_source"] = [r[2] if r else None for r in refs]
+    summary["delta"] = summary["mean"] - summary["paper_mean"].astype(float)
+    summary["group_rank"] = summary["group"].map({"selection": 0, "synthesis": 1}).fillna(2)
+    return summary.sort_values(["dataset", "ipc", "group_rank", "order", "method"]).drop(
+        columns="group_rank").reset_index(drop=True)
+
+
+def _cell(mean: Any, std: Any, digits: int = 1) -> str:
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Table 1's layout: a column per method (selection, then synthesis); per dataset/IPC the
+    rows ours / paper / Δ / eval recipe."""
+    methods = list(dict.fromkeys(summary["method"]))
+    names = summary.drop_duplicates("method").set_index("method")
+    header = ["", *[f"{names.loc[m, 'table_name']}" for m in methods]]
+    rows = [["group", *[GROUP_TITLES.get(names.loc[m, "group"], names.loc[m, "group"]) for m in methods]]]
+    for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
+        by_method = block.set_index("method")
+        def line(label, fn):
+            return [label, *[fn(by_method.loc[m]) if m in by_method.index else "" for m in methods]]
+        rows.append(line(f"{dataset} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"])))
+        if block["paper_mean"].notna().any():
+            rows.append(line("paper", lambda r: _cell(r["paper_mean"], r["paper_std"], 2)
+                             if pd.notna(r["paper_mean"]) else "–"))
+            rows.append(line("Δ (ours − paper)", lambda r: f"{r['delta']:+.1f}" if pd.notna(r["delta"]) else "–"))
+        rows.append(line("retrained with", lambda r: f"{r['eval_recipe']} ({int(r['eval_epochs'])} ep)"))
+        rows.append(line("models (seeds)", lambda r: f"{int(r['n'])} ({int(r['seeds'])})"))
+    return header, rows
+
+
+def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    header = ["method", "needs", "build s (mean)", "retrain s (mean)", "peak MB", "θ* agrees %",
+              "ρ(Σλ, class acc)"]
+    rows = []
+    for row in summary.itertuples():
+        rows.append([row.method, row.needs, f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
+                     f"{row.peak_memory_mb:.0f}", _maybe(row, "pretrained_agreement", "{:.0f}"),
+                     _maybe(row, "lambda_class_acc_pearson", "{:+.2f}")])
+    return header, rows
+
+
+def _maybe(row: Any, name: str, fmt: str) -> str:
+    value = getattr(row, name, None)
+    return fmt.format(value) if value is not None and pd.notna(value) else "–"
+
+
+def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    header, rows = table_rows(summary)
+    dheader, drows = details_rows(summary)
+    parts = [tabulate(rows, header, tablefmt="simple"), "", tabulate(drows, dheader, tablefmt="simple"),
+             "", STD_NOTE, *notes]
+    return "\n".join(parts)
+
+
+def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    header, rows = table_rows(summary)
+    dheader, drows = details_rows(summary)
+    notes_md = "".join(f"\n- {n}" for n in (STD_NOTE, *notes))
+    return (tabulate(rows, header, tablefmt="github") + "\n\n" + tabulate(drows, dheader, tablefmt="github")
+            + "\n" + notes_md + "\n")
+
+
+def render_latex(summary: pd.DataFrame) -> str:
+    """booktabs table with a \\cmidrule per group, ready to paste."""
+    methods = list(dict.fromkeys(summary["method"]))
+    info = summary.drop_duplicates("method").set_index("method")
+    groups = [(g, [m for m in methods if info.loc[m, "group"] == g]) for g in dict.fromkeys(info.loc[methods, "group"])]
+    lines = [r"\begin{tabular}{l" + "c" * len(methods) + "}", r"\toprule"]
+    spans, rules, column = [], [], 2
+    for group, members in groups:
+        spans.append(rf"\multicolumn{{{len(members)}}}{{c}}{{{GROUP_TITLES.get(group, group).capitalize()}}}")
+        rules.append(rf"\cmidrule(lr){{{column}-{column + len(members) - 1}}}")
+        column += len(members)
+    lines += [" & " + " & ".join(spans) + r" \\", " ".join(rules)]
+    lines.append("Dataset / IPC & " + " & ".join(_tex(info.loc[m, "table_name"]) for m in methods) + r" \\")
+    lines.append(r"\midrule")
+    for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
+        by_method = block.set_index("method")
+        cells = [_cell(by_method.loc[m, "mean"], by_method.loc[m, "std"]).replace("±", r"$\pm$")
+                 if m in by_method.index else "" for m in methods]
+        lines.append(f"{_tex(dataset)} / {ipc} & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def _tex(text: Any) -> str:
+    return str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict[str, Any],
+                  notes: list[str] = (), reference_dataset: str | None = None) -> pd.DataFrame:
+    """Write results.csv, summary.csv, table.md, table.tex and run.json into ``out``."""
+    out = Path(out)
+    summary = summarize(records, reference_dataset)
+    if summary.empty:
+        return summary
+    atomic_write_text(out / "results.csv", pd.DataFrame(records).sort_values(
+        ["method", "seed", "eval_index"]).to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "table.md", render_markdown(summary, notes))
+    atomic_write_text(out / "table.tex", render_latex(summary))
+    atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "std": STD_NOTE})
+    return summary

@@ -1,0 +1,112 @@
+"""Training and evaluation loops (no argparse inside): retraining on condensed sets
+with the ``dc`` (SGD) or ``dsv`` (SAM) recipe, and test accuracy."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import augment
+from .config import EvalRecipe
+from .sam import SAM
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
+                ) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch (the last one may be short), order drawn from ``generator``."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits for ``images`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(chunk) for chunk in images.split(batch_size)])
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent."""
+    if len(labels) == 0:
+        return float("nan")
+    predictions = predict(model, images, batch_size).argmax(1)
+    return 100.0 * (predictions == labels).float().mean().item()
+
+
+def per_class_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                       num_classes: int) -> list[float]:
+    correct = (predict(model, images).argmax(1) == labels).float()
+    return [100.0 * correct[labels == c].mean().item() for c in range(num_classes)]
+
+
+def make_optimizer(model: nn.Module, recipe: EvalRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sam":
+        return SAM(model.parameters(), torch.optim.SGD, rho=recipe.sam_rho, lr=recipe.lr,
+                   momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, sam")
+
+
+def train_on_set(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: EvalRecipe,
+                 generator: torch.Generator, on_epoch: Callable[[int], None] | None = None) -> float:
+    """Train ``model`` from its current weights on (images, labels) with ``recipe``.
+
+    The learning rate is multiplied by 0.1 once, after ``lr_decay_at`` of the epochs
+    (DC: at epoch E/2 + 1).  Returns the final training loss.
+    """
+    optimizer = make_optimizer(model, recipe)
+    decay_epoch = int(recipe.epochs * recipe.lr_decay_at) + 1
+    loss = torch.tensor(float("nan"))
+    model.train()
+    for epoch in range(recipe.epochs):
+        if epoch == decay_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.1
+        for batch in minibatches(len(labels), recipe.batch_size, generator):
+            batch = batch.to(images.device)
+            inputs, targets = augment(images[batch], recipe.augment, generator), labels[batch]
+            loss = _step(model, optimizer, inputs, targets)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return float(loss)
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+          targets: torch.Tensor) -> torch.Tensor:
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(inputs), targets)
+    loss.backward()
+    if isinstance(optimizer, SAM):
+        optimizer.first_step()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(inputs), targets).backward()
+        optimizer.second_step()
+    else:
+        optimizer.step()
+    return loss.detach()
+
+
+@dataclass
+class RetrainResult:
+    test_accuracy: float
+    train_accuracy: float      # on the condensed set itself
+    final_loss: float
+    seconds: float
+
+
+def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
+            test_labels: torch.Tensor, recipe: EvalRecipe, generator: torch.Generator) -> RetrainResult:
+    """Train a fresh ``model`` on a condensed set and measure accuracy on the real test set."""
+    start = time.perf_counter()
+    final_loss = train_on_set(model, images, labels, recipe, generator)
+    return RetrainResult(accuracy(model, test_images, test_labels, recipe.test_batch_size),
+                         accuracy(model, images, labels), final_loss, time.perf_counter() - start)
