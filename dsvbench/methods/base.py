@@ -131,6 +131,7 @@ class MethodSpec:
     needs_dynamics: bool = False
     order: int = 100                # column order within its group (Table 1)
     recipe_defaults: Callable[[str], dict[str, Any]] | None = None  # dataset name -> overrides
+    smoke: dict[str, Any] = field(default_factory=dict)  # tiny budgets for the registry-wide tests
 
     @property
     def needs(self) -> str:
@@ -178,8 +179,13 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register_method(name: str, *, table_name: str, group: str, recipe: type, eval_recipe: str,
                     needs_data: bool = False, needs_model: bool = False, needs_dynamics: bool = False,
-                    order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None):
-    """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``."""
+                    order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None,
+                    smoke: dict[str, Any] | None = None):
+    """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``.
+
+    ``smoke`` holds recipe values that make a build take about a second (few steps);
+    the registry-wide tests build every method with them, like timm's tiny variants.
+    """
     if group not in ("selection", "synthesis"):
         raise ValueError(f"group must be 'selection' or 'synthesis', got {group!r}")
     if eval_recipe not in ("dc", "dsv"):
@@ -187,7 +193,7 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
 
     def decorator(build):
         METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
-                                     needs_model, needs_dynamics, order, recipe_defaults))
+                                     needs_model, needs_dynamics, order, recipe_defaults, dict(smoke or {})))
         return build
     return decorator
 
