@@ -21,7 +21,7 @@ _REPRETRAIN = ("the pretrained checkpoint has no usable training dynamics; re-pr
 
 @dataclass(frozen=True)
 class ForgettingRecipe:
-    """No hyper-parameters beyond the pretraining run that recorded the dynamics.
+    """Per class, the most-forgotten examples while pretraining θ* (Toneva et al. 2018); no hyper-parameters.
 
     Never-learned examples (never correct at any presentation) count as forgotten the
     most, as in Toneva et al. (who give them an infinite count): here epochs + 1, more

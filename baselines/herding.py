@@ -27,7 +27,7 @@ FEATURE_KINDS = ("pretrained", "random-init", "pixels")
 
 @dataclass(frozen=True)
 class HerdingRecipe:
-    """Herding hyper-parameters.
+    """Per class, greedy herding toward the class mean in a feature space (Chen et al. 2012).
 
     ``features`` — the space herding runs in:
 
