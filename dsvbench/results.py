@@ -136,6 +136,11 @@ def render_latex(summary: pd.DataFrame) -> str:
         cells = [_cell(by_method.loc[m, "mean"], by_method.loc[m, "std"]).replace("±", r"$\pm$")
                  if m in by_method.index else "" for m in methods]
         lines.append(f"{_tex(dataset)} / {ipc} & " + " & ".join(cells) + r" \\")
+        if block["paper_mean"].notna().any():
+            paper = [_cell(by_method.loc[m, "paper_mean"], by_method.loc[m, "paper_std"], 2).replace("±", r"$\pm$")
+                     if m in by_method.index and pd.notna(by_method.loc[m, "paper_mean"]) else "--"
+                     for m in methods]
+            lines.append(r"\quad paper & " + " & ".join(paper) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 

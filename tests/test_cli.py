@@ -1,0 +1,112 @@
+"""CLI: one-line errors with exit code 2, the end-to-end digits run, exports, --from."""
+import json
+
+import pandas as pd
+import pytest
+
+from dsvbench.cli import main
+
+FAST = ["--dataset", "digits", "--pretrain-epochs", "2", "--eval-epochs", "5", "--quiet"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    (["--methods", "randon"], "did you mean 'random'"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--eval-model", "resnet"], "unknown model 'resnet'"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--ipc", "0"], "--ipc must be at least 1"),
+    (["--set", "random"], "expected METHOD.FIELD=VALUE"),
+    (["--set", "random.nope=1"], "has no recipe field 'nope'"),
+    (["--device", "cuda:0"] , "CUDA is not available"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, argv, expected):
+    code, out, err = run_cli(capsys, "--dataset", "digits", "--out", str(tmp_path / "o"), *argv)
+    if "CUDA" in expected:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    assert code == 2
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "records").exists()
+
+
+def test_unknown_method_lists_the_known_ones(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--methods", "nosuch", "--dataset", "digits", "--out", str(tmp_path))
+    assert code == 2 and "known:" in err and "random" in err
+
+
+def test_missing_dataset_names_path_download_and_digits(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--dataset", "mnist", "--data-root", str(tmp_path / "nothing"),
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert str(tmp_path / "nothing") in err and "--download" in err and "--dataset digits" in err
+
+
+def test_ipc_larger_than_smallest_class(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--dataset", "digits", "--ipc", "500", "--out", str(tmp_path))
+    assert code == 2 and "smallest class" in err and "116" in err
+
+
+def test_unwritable_out(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "--dataset", "digits", "--out", str(blocker / "sub"))
+    assert code == 2 and "cannot write" in err
+
+
+def test_list_methods_shows_needs(capsys):
+    code, out, _ = run_cli(capsys, "--list-methods")
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("random"))
+    assert "selection" in line and "data" in line
+
+
+def test_end_to_end_digits_run_exports_everything_and_rerenders(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, *FAST, "--methods", "random", "--seeds", "2", "--out", str(out),
+                              "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0
+    assert "digits IPC=1: ours" in stdout and "random" in stdout and "REDUCED" in stdout
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 2 and set(results["seed"]) == {0, 1}
+    assert results["test_accuracy"].between(10, 100).all()          # far from 0: it learned something
+    assert {"eval.lr", "eval.epochs", "eval.optimizer"} <= set(results.columns)
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "mean"] == pytest.approx(results["test_accuracy"].mean())
+    assert summary.loc[0, "std"] == pytest.approx(results["test_accuracy"].std(ddof=0))
+    assert r"\toprule" in (out / "table.tex").read_text()
+    assert "| random" in (out / "table.md").read_text().replace("|  ", "| ")
+    info = json.loads((out / "run.json").read_text())
+    assert {"config", "versions", "git_commit", "device", "recipes", "eval_recipes", "wall_seconds"} <= set(info)
+    assert info["config"]["seeds"] == [0, 1]
+    for seed in (0, 1):
+        assert (out / "sets" / f"random-seed{seed}.pt").exists()
+        assert (out / "sets" / f"random-seed{seed}.png").stat().st_size > 100
+    (out / "table.md").unlink()
+    code, again, _ = run_cli(capsys, "--from", str(out))
+    assert code == 0 and (out / "table.md").exists()
+    ours = [line for line in stdout.splitlines() if "IPC=1: ours" in line]
+    assert ours and ours == [line for line in again.splitlines() if "IPC=1: ours" in line]
+
+
+def test_from_merges_runs(capsys, tmp_path):
+    common = [*FAST, "--methods", "random", "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(capsys, *common, "--seed-list", "0", "--out", str(tmp_path / "a"))[0] == 0
+    assert run_cli(capsys, *common, "--seed-list", "1", "--out", str(tmp_path / "b"))[0] == 0
+    code, out, _ = run_cli(capsys, "--from", str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--out", str(tmp_path / "merged"))
+    assert code == 0
+    assert len(pd.read_csv(tmp_path / "merged" / "results.csv")) == 2
+
+
+def test_from_without_records_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--from", str(tmp_path))
+    assert code == 2 and "no records/ folder" in err

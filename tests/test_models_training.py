@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from dsvbench.augment import augment, dc_augment, random_crop
+from dsvbench.config import EvalRecipe, eval_recipe
+from dsvbench.models import MODELS, InputShape, create_model
+from dsvbench.training import accuracy, retrain, train_on_set
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("shape", [InputShape(1, 8, 10), InputShape(1, 28, 10), InputShape(3, 32, 7)])
+def test_every_model_maps_images_to_logits(name, shape):
+    model = create_model(name, shape, torch.Generator().manual_seed(0))
+    logits = model(torch.randn(2, shape.channels, shape.size, shape.size))
+    assert logits.shape == (2, shape.num_classes)
+    assert model.features(torch.randn(2, shape.channels, shape.size, shape.size)).shape == (2, model.embed_dim)
+
+
+def test_convnet_geometry_follows_dc_reference():
+    # 28×28: first conv padding 3 -> 32 -> 16 -> 8 -> 4: linear on 128·4·4.
+    assert create_model("convnet", InputShape(1, 28, 10)).embed_dim == 128 * 4 * 4
+    # 8×8 digits: two blocks -> 2×2 map.
+    assert create_model("convnet", InputShape(1, 8, 10)).embed_dim == 128 * 2 * 2
+
+
+def test_model_init_is_deterministic_per_generator():
+    first = create_model("convnet_tiny", InputShape(1, 8, 3), torch.Generator().manual_seed(5))
+    second = create_model("convnet_tiny", InputShape(1, 8, 3), torch.Generator().manual_seed(5))
+    third = create_model("convnet_tiny", InputShape(1, 8, 3), torch.Generator().manual_seed(6))
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+    assert not torch.equal(next(first.parameters()), next(third.parameters()))
+
+
+def test_random_crop_moves_content_within_padding():
+    x = torch.arange(16.0).view(1, 1, 4, 4) + 1
+    out = random_crop(x.repeat(50, 1, 1, 1), 1, torch.Generator().manual_seed(0))
+    assert out.shape == (50, 1, 4, 4)
+    # every output pixel is either padding (0) or an input pixel
+    assert set(out.unique().tolist()) <= set(range(0, 17))
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 1
+
+
+def test_augmentations_keep_shape_and_follow_the_generator():
+    x = torch.randn(6, 3, 16, 16)
+    for kind in ("none", "crop", "flip_crop", "dc"):
+        a = augment(x, kind, torch.Generator().manual_seed(1))
+        b = augment(x, kind, torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and torch.equal(a, b)
+    assert torch.equal(augment(x, "none", torch.Generator()), x)
+    assert not torch.equal(dc_augment(x, torch.Generator().manual_seed(1)), x)
+
+
+def test_recipes_have_the_published_defaults():
+    dc = eval_recipe("dc", "cifar10")
+    assert (dc.optimizer, dc.lr, dc.momentum, dc.weight_decay, dc.epochs, dc.batch_size, dc.augment) == \
+        ("sgd", 0.01, 0.9, 5e-4, 300, 256, "none")
+    assert eval_recipe("dc", "mnist").augment == "dc"
+    dsv = eval_recipe("dsv", "cifar10")
+    assert (dsv.optimizer, dsv.lr, dsv.sam_rho, dsv.augment) == ("sam", 0.1, 1e-4, "flip_crop")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+def test_training_fits_a_separable_set_and_is_deterministic(tiny_dataset, optimizer):
+    recipe = EvalRecipe("t", optimizer, lr=0.05, sam_rho=0.05, epochs=30)
+    results = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(0)
+        model = create_model("convnet_tiny", tiny_dataset.shape, generator)
+        results.append(retrain(model, tiny_dataset.train_x, tiny_dataset.train_y, tiny_dataset.test_x,
+                               tiny_dataset.test_y, recipe, generator))
+    assert results[0].train_accuracy == 100.0
+    assert results[0].test_accuracy > 90.0
+    assert results[0].test_accuracy == results[1].test_accuracy
+    assert results[0].final_loss == results[1].final_loss
+
+
+def test_learning_rate_decays_once_after_half_the_epochs(tiny_dataset, monkeypatch):
+    seen = []
+    recipe = EvalRecipe("t", "sgd", lr=0.1, epochs=10)
+    import dsvbench.training as training
+    real = training.make_optimizer
+
+    def spy(model, recipe_):
+        optimizer = real(model, recipe_)
+        seen.append(optimizer)
+        return optimizer
+
+    monkeypatch.setattr(training, "make_optimizer", spy)
+    lrs = []
+    model = create_model("convnet_tiny", tiny_dataset.shape)
+    train_on_set(model, tiny_dataset.train_x, tiny_dataset.train_y, recipe, torch.Generator(),
+                 on_epoch=lambda e: lrs.append(seen[0].param_groups[0]["lr"]))
+    assert lrs[:6] == [0.1] * 6 and all(abs(lr - 0.01) < 1e-12 for lr in lrs[6:])
+    assert accuracy(model, tiny_dataset.train_x, tiny_dataset.train_y) > 50

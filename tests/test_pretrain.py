@@ -1,0 +1,50 @@
+import dataclasses
+
+import torch
+
+import dsvbench.pretrain as pretrain_module
+from dsvbench.config import PretrainRecipe
+from dsvbench.pretrain import load_or_pretrain, pretrain_key
+
+RECIPE = PretrainRecipe(epochs=3, batch_size=16, augment="crop")
+
+
+def test_pretraining_records_dynamics_and_accuracy(tiny_dataset, tmp_path):
+    pretrained = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+    assert pretrained.dynamics.shape == (3, len(tiny_dataset.train_y))
+    assert pretrained.dynamics.dtype == torch.bool
+    assert 0 <= pretrained.test_accuracy <= 100 and pretrained.train_accuracy > 34  # above chance
+    assert pretrained.path.exists() and pretrained.seconds_per_epoch > 0
+
+
+def test_second_call_loads_the_cache(tiny_dataset, tmp_path, monkeypatch):
+    first = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("pretrained again although the cache holds the model")
+
+    monkeypatch.setattr(pretrain_module, "_pretrain", fail)
+    second = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+    assert second.key == first.key and torch.equal(second.dynamics, first.dynamics)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cache_key_covers_recipe_model_and_data(tiny_dataset):
+    from tests.conftest import make_tiny_dataset
+    base = pretrain_key(tiny_dataset, "convnet_tiny", RECIPE)
+    assert base != pretrain_key(tiny_dataset, "convnet_tiny", dataclasses.replace(RECIPE, epochs=4))
+    assert base != pretrain_key(tiny_dataset, "mlp", RECIPE)
+    assert base != pretrain_key(make_tiny_dataset(seed=1), "convnet_tiny", RECIPE)
+
+
+def test_checkpoint_without_dynamics_is_retrained_when_dynamics_are_needed(tiny_dataset, tmp_path):
+    first = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+    state = torch.load(first.path, weights_only=True)
+    state["dynamics"] = None
+    torch.save(state, first.path)
+    loaded = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+    assert loaded.dynamics.numel() == 0
+    again = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False,
+                             require_dynamics=True)
+    assert again.dynamics.shape == (3, len(tiny_dataset.train_y))

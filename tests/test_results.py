@@ -1,0 +1,41 @@
+"""Aggregation and rendering: hand-checkable numbers and golden files."""
+from pathlib import Path
+
+import pytest
+
+from dsvbench.results import render_latex, render_markdown, summarize
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def record(method, seed, accuracy, group="selection", order=0, table_name=None):
+    return {"method": method, "table_name": table_name or method, "group": group, "order": order,
+            "seed": seed, "eval_index": 0, "test_accuracy": accuracy, "dataset": "cifar10", "ipc": 1,
+            "build_seconds": 2.0, "retrain_seconds": 3.0, "peak_memory_mb": 100.0, "needs": "data",
+            "eval.name": "dc", "eval.epochs": 300, "eval_model": "convnet"}
+
+
+RECORDS = [record("random", 0, 10.0), record("random", 1, 20.0),
+           record("dc", 0, 28.0, "synthesis", 1, "DC"), record("dc", 1, 30.0, "synthesis", 1, "DC"),
+           record("herding", 0, 21.0, order=1), record("herding", 1, 21.0, order=1)]
+
+
+def test_summary_uses_population_std_and_table1_order():
+    summary = summarize(RECORDS)
+    assert list(summary["method"]) == ["random", "herding", "dc"]
+    random = summary.set_index("method").loc["random"]
+    assert random["mean"] == 15.0 and random["std"] == 5.0          # ddof 0: sqrt(((10-15)²+(20-15)²)/2)
+    assert random["paper_mean"] == 14.4 and random["delta"] == pytest.approx(0.6)
+
+
+def test_reference_dataset_overrides_the_lookup():
+    records = [dict(r, dataset="folder:cifar10-jpeg") for r in RECORDS]
+    assert summarize(records)["paper_mean"].isna().all()
+    assert summarize(records, reference_dataset="cifar10")["paper_mean"].notna().all()
+
+
+@pytest.mark.parametrize("name, render", [("table.md", render_markdown), ("table.tex", render_latex)])
+def test_rendered_tables_match_golden_files(name, render):
+    text = render(summarize(RECORDS))
+    golden = GOLDEN / name
+    assert text == golden.read_text(), f"{name} changed; if intended, review and update {golden}"

@@ -1,0 +1,66 @@
+"""A run killed midway loses nothing finished; the rerun redoes only what is missing."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A method module loaded into the CLI process: it logs each build, and kills the whole
+# process (SIGKILL, no cleanup) when it reaches the seed named in $KILL_AT_SEED.
+PLUGIN = '''
+import os, signal
+from dataclasses import dataclass
+import torch
+from dsvbench.methods import CondensedSet, register_method, take_per_class
+
+@dataclass(frozen=True)
+class Recipe:
+    pass
+
+@register_method("killable", table_name="killable", group="selection", recipe=Recipe,
+                 eval_recipe="dc", needs_data=True)
+def build(ctx, recipe):
+    seed = ctx.generator.initial_seed()
+    with open(os.environ["BUILD_LOG"], "a") as log:
+        log.write(f"{seed}\\n")
+    if str(seed) == os.environ.get("KILL_AT_SEED"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    chosen = take_per_class(torch.rand(len(ctx.train_labels), generator=ctx.generator),
+                            ctx.train_labels, ctx.num_classes, ctx.ipc)
+    return CondensedSet(ctx.train_images[chosen], ctx.train_labels[chosen])
+'''
+
+
+def run_cli(tmp_path, kill_at):
+    (tmp_path / "killable_plugin.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "BUILD_LOG": str(tmp_path / "builds.log"),
+           "KILL_AT_SEED": str(kill_at)}
+    code = ("import killable_plugin, sys; from dsvbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run(
+        [sys.executable, "-c", code, "--dataset", "digits", "--methods", "killable", "--seeds", "4",
+         "--eval-epochs", "3", "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_killed_run_resumes_without_recomputing(tmp_path):
+    killed = run_cli(tmp_path, kill_at=2)
+    assert killed.returncode != 0                                   # died by SIGKILL at seed 2
+    records = sorted((tmp_path / "run" / "records").glob("*.json"))
+    assert len(records) == 2                                       # seeds 0 and 1 were kept
+    before = {p.name: json.loads(p.read_text())["finished_at"] for p in records}
+
+    finished = run_cli(tmp_path, kill_at=-1)
+    assert finished.returncode == 0, finished.stderr
+    builds = (tmp_path / "builds.log").read_text().split()
+    assert builds == ["0", "1", "2", "2", "3"]                     # 0 and 1 were not rebuilt
+    after = {p.name: json.loads(p.read_text())["finished_at"]
+             for p in (tmp_path / "run" / "records").glob("*.json")}
+    assert len(after) == 4 and all(after[name] == stamp for name, stamp in before.items())
+    assert sorted(pd.read_csv(tmp_path / "run" / "results.csv")["seed"]) == [0, 1, 2, 3]
+
+    third = run_cli(tmp_path, kill_at=-1)                           # nothing left to do
+    assert third.returncode == 0 and (tmp_path / "builds.log").read_text().split() == builds
