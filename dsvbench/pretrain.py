@@ -89,10 +89,11 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
     train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
     dynamics = torch.zeros(recipe.epochs, len(train_y), dtype=torch.bool)
     start = time.perf_counter()
-    bar = progress_bar(range(recipe.epochs), desc=f"pretrain {model_name} on {dataset.name}",
+    batches = -(-len(train_y) // recipe.batch_size)
+    bar = progress_bar(total=recipe.epochs * batches, desc=f"pretrain {model_name} on {dataset.name}",
                        disable=not progress)
     model.train()
-    for epoch in bar:
+    for epoch in range(recipe.epochs):
         correct = torch.zeros(len(train_y), dtype=torch.bool, device=device)
         for batch in minibatches(len(train_y), recipe.batch_size, generator):
             batch = batch.to(device)
@@ -102,8 +103,11 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
             loss.backward()
             optimizer.step()
             correct[batch] = logits.argmax(1) == train_y[batch]
+            bar.update()
         dynamics[epoch] = correct.cpu()
-        bar.set_postfix(loss=f"{loss.item():.3f}", train_acc=f"{100 * correct.float().mean().item():.1f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}",
+                        train_acc=f"{100 * correct.float().mean().item():.1f}")
+    bar.close()
     seconds_per_epoch = (time.perf_counter() - start) / max(recipe.epochs, 1)
     model.eval()
     train_acc = accuracy(model, train_x, train_y)

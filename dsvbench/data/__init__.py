@@ -109,7 +109,8 @@ def load_dataset(config: DataConfig, cache_dir: str | Path | None = None) -> Ima
         cache_file = Path(cache_dir) / "datasets" / f"{config.name}-{config_hash(config.name, root)}.pt"
         if cache_file.exists():
             return ImageDataset(**torch.load(cache_file, weights_only=True))
-    dataset = normalize(reader(config), config.name)
+    name = f"folder:{Path(config.root).name}" if config.name == "folder" else config.name
+    dataset = normalize(reader(config), name)
     if cache_file is not None:
         from ..atomic import atomic_torch_save
         atomic_torch_save(dataset.__dict__, cache_file)
