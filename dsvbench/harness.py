@@ -8,6 +8,7 @@ pretrained model.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import resource
 import sys
@@ -167,7 +168,7 @@ def _build_or_load(config, spec, recipe, key, dataset, pretrained, job, progress
         mean=dataset.mean, std=dataset.std, progress=report,
         cache_dir=pretrained.cache_dir if pretrained else Path(config.cache_dir) / "method-cache",
         _train=(dataset.train_x.to(device), dataset.train_y.to(device)) if spec.needs_data else None,
-        _pretrained=pretrained.model.to(device) if (pretrained and spec.needs_model) else None,
+        _pretrained=copy.deepcopy(pretrained.model).to(device).eval() if (pretrained and spec.needs_model) else None,
         _dynamics=pretrained.dynamics if (pretrained and spec.needs_dynamics) else None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -110,3 +110,14 @@ def test_from_merges_runs(capsys, tmp_path):
 def test_from_without_records_is_a_clear_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--from", str(tmp_path))
     assert code == 2 and "no records/ folder" in err
+
+
+def test_same_seed_same_numbers_and_parallel_jobs_agree(capsys, tmp_path):
+    common = [*FAST, "--methods", "random", "--seeds", "2"]
+    assert run_cli(capsys, *common, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "ca"))[0] == 0
+    assert run_cli(capsys, *common, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cb"),
+                   "--jobs", "2", "--backend", "loky")[0] == 0
+    a = pd.read_csv(tmp_path / "a" / "results.csv").sort_values("seed")
+    b = pd.read_csv(tmp_path / "b" / "results.csv").sort_values("seed")
+    assert list(a["test_accuracy"]) == list(b["test_accuracy"])
+    assert a["test_accuracy"].nunique() == 2           # the two seeds differ
