@@ -1,0 +1,204 @@
+"""dc, dd and DSA: hand-computed distances, differentiability, Siamese augmentation, determinism."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsvbench.baselines.dc import DCRecipe, _class_matching_loss, build_dc, layer_distance, matching_distance
+from dsvbench.baselines.dd import DDRecipe, build_dd, dd_defaults, unrolled_loss
+from dsvbench.dsa import OPS, DSAParams, dsa_augment, dsa_siamese
+from dsvbench.methods import MethodFailed
+from dsvbench.models import create_model
+from tests.conftest import make_context, make_tiny_dataset
+
+DATASET = make_tiny_dataset(per_class=12)
+DC_FAST = DCRecipe(iterations=2, outer_loop=2, inner_loop=1, batch_real=8)
+DD_FAST = DDRecipe(epochs=1, batch_size=18, distill_epochs=1)
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- DC distance (Eq. 10)
+# conv gradient 2×1×1×2 (two output channels):
+#   channel 0: syn (1, 0) vs real (0, 1): cos 0 -> 1;  channel 1: (1, 1) vs (2, 2): cos 1 -> 0
+# linear gradient 2×2 (two output units, compared row by row):
+#   row 0: (3, 4) vs (4, 3): cos 24/25 -> 0.04;  row 1: (1, 0) vs (-1, 0): cos -1 -> 2
+# bias (1-D): ignored, although the two gradients point in opposite directions.
+CONV_SYN, CONV_REAL = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]]), torch.tensor([[[[0.0, 1.0]]], [[[2.0, 2.0]]]])
+LIN_SYN, LIN_REAL = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[4.0, 3.0], [-1.0, 0.0]])
+BIAS_SYN, BIAS_REAL = torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -2.0])
+
+
+def test_dc_layer_distance_matches_hand_computation():
+    assert layer_distance(CONV_SYN, CONV_REAL).item() == pytest.approx(1.0, abs=1e-5)
+    assert layer_distance(LIN_SYN, LIN_REAL).item() == pytest.approx(2.04, abs=1e-5)
+    assert layer_distance(BIAS_SYN, BIAS_REAL).item() == 0.0
+
+
+def test_dc_matching_distance_sums_layers():
+    total = matching_distance([CONV_SYN, LIN_SYN, BIAS_SYN], [CONV_REAL, LIN_REAL, BIAS_REAL])
+    assert total.item() == pytest.approx(3.04, abs=1e-5)
+
+
+def test_dc_loops_follow_the_reference_per_ipc():
+    assert [DCRecipe().loops(ipc) for ipc in (1, 10, 50)] == [(1, 1), (10, 50), (50, 10)]
+    assert DCRecipe(outer_loop=3, inner_loop=7).loops(10) == (3, 7)
+
+
+@pytest.mark.parametrize("dsa", [False, True])
+def test_dc_matching_loss_vanishes_when_synthetic_equals_real(dsa):
+    # Identical batches give identical gradients — with DSA only if the augmentation is Siamese.
+    net = create_model("convnet_tiny", DATASET.shape, generator(1))
+    real = DATASET.train_x[DATASET.train_y == 1][:4]
+    loss = _class_matching_loss(net, real, real.clone(), 1, DCRecipe(dsa=dsa), generator(2))
+    assert loss.item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_dc_matching_loss_has_a_gradient_for_the_images():
+    net = create_model("convnet_tiny", DATASET.shape, generator(1))
+    syn = torch.randn(2, *DATASET.train_x.shape[1:], generator=generator(3), requires_grad=True)
+    loss = _class_matching_loss(net, DATASET.train_x[:8], syn, 0, DCRecipe(), generator(2))
+    loss.backward()
+    assert loss.item() > 0 and syn.grad.abs().sum().item() > 0
+
+
+# ---------------------------------------------------------------- DD unroll
+def test_dd_unroll_reaches_images_and_step_sizes():
+    net = create_model("convnet_tiny", DATASET.shape, generator(1))
+    start = {n: p.detach().clone().requires_grad_(True) for n, p in net.named_parameters()}
+    groups = torch.randn(2, 3, *DATASET.train_x.shape[1:], generator=generator(2), requires_grad=True)
+    raw = torch.full((4,), math.log(math.expm1(0.02)), requires_grad=True)
+    loss = unrolled_loss(net, start, groups, torch.arange(3), F.softplus(raw), DATASET.train_x, DATASET.train_y)
+    loss.backward()
+    assert groups.grad[0].abs().sum() > 0 and groups.grad[1].abs().sum() > 0   # both step groups used
+    assert (raw.grad != 0).all()                                                # every learned step size
+
+
+def test_dd_step_size_gradient_is_minus_the_gradient_inner_product():
+    # At step size 0: dL_real(w0 − η g_syn)/dη = −⟨∇L_real(w0), ∇L_syn(w0)⟩ (first order).
+    net = nn.Linear(4, 3)
+    start = {n: p.detach().clone().requires_grad_(True) for n, p in net.named_parameters()}
+    syn, syn_y = torch.randn(1, 3, 4, generator=generator(1)), torch.arange(3)
+    real, real_y = torch.randn(6, 4, generator=generator(2)), torch.tensor([0, 1, 2, 0, 1, 2])
+    step = torch.zeros(1, requires_grad=True)
+    loss = unrolled_loss(net, start, syn, syn_y, step, real, real_y)
+    (derivative,) = torch.autograd.grad(loss, step)
+    params = list(start.values())
+    g_real = torch.autograd.grad(F.cross_entropy(torch.func.functional_call(net, start, (real,)), real_y), params)
+    g_syn = torch.autograd.grad(F.cross_entropy(torch.func.functional_call(net, start, (syn[0],)), syn_y), params)
+    expected = -sum((a * b).sum() for a, b in zip(g_real, g_syn))
+    assert derivative.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dd_cifar10_defaults_to_the_smaller_step_size():
+    assert dd_defaults("cifar10") == {"distill_lr": 0.001} and dd_defaults("mnist") == {}
+
+
+# ---------------------------------------------------------------- builds
+@pytest.mark.parametrize("ipc", [1, 10])
+def test_builds_give_ipc_images_per_class(ipc):
+    for build, recipe in ((build_dc, DC_FAST), (build_dd, DD_FAST)):
+        condensed = build(make_context(DATASET, ipc=ipc), recipe)
+        assert condensed.images.shape == (3 * ipc, *DATASET.train_x.shape[1:])
+        assert torch.bincount(condensed.labels, minlength=3).tolist() == [ipc] * 3
+
+
+def test_dd_metadata_holds_one_learned_step_size_per_unrolled_step():
+    condensed = build_dd(make_context(DATASET, ipc=2), dataclasses.replace(DD_FAST, distill_epochs=3))
+    assert len(condensed.metadata["step_sizes"]) == 2 * 3
+    assert condensed.metadata["step_sizes"] != pytest.approx([0.02] * 6)   # they were learned
+
+
+def test_dc_moves_the_images_away_from_their_real_initialization():
+    ctx = make_context(DATASET, ipc=1)
+    condensed = build_dc(ctx, DC_FAST)
+    assert min((DATASET.train_x - image).abs().flatten(1).amax(1).min() for image in condensed.images) > 1e-4
+
+
+@pytest.mark.parametrize("build, recipe", [(build_dc, DC_FAST), (build_dc, dataclasses.replace(DC_FAST, dsa=True)),
+                                           (build_dd, DD_FAST)])
+def test_builds_are_deterministic_per_seed(build, recipe):
+    first, again = build(make_context(DATASET, seed=5), recipe), build(make_context(DATASET, seed=5), recipe)
+    other = build(make_context(DATASET, seed=6), recipe)
+    assert torch.equal(first.images, again.images)
+    assert not torch.equal(first.images, other.images)
+
+
+@pytest.mark.parametrize("build, recipe", [(build_dc, DC_FAST), (build_dd, DD_FAST)])
+def test_nan_in_the_data_stops_the_build_with_method_failed(build, recipe):
+    broken = make_tiny_dataset(per_class=12)
+    broken.train_x[:] = float("nan")
+    with pytest.raises(MethodFailed):
+        build(make_context(broken), recipe)
+
+
+def test_progress_reports_the_loss():
+    reports = []
+    ctx = make_context(DATASET)
+    ctx.progress = lambda **metrics: reports.append(metrics)
+    build_dc(ctx, DC_FAST)
+    assert [r["step"] for r in reports] == [1, 2] and all(r["total"] == 2 and r["loss"] > 0 for r in reports)
+
+
+# ---------------------------------------------------------------- DSA
+BATCH = torch.randn(5, 3, 8, 8, generator=generator(7))
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_dsa_op_keeps_shape_and_passes_gradients(op):
+    x = BATCH.clone().requires_grad_(True)
+    out = dsa_augment(x, generator(1), strategy=op)
+    out.square().sum().backward()
+    assert out.shape == x.shape and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_dsa_siamese_applies_the_same_parameters_to_both_batches(op):
+    real, syn = BATCH, BATCH[2:3]
+    real_out, syn_out = dsa_siamese([real, syn], generator(4), strategy=op)
+    assert torch.allclose(real_out[2:3], syn_out, atol=1e-6)
+
+
+def test_dsa_siamese_leaves_the_generator_as_one_call_would():
+    first, second = generator(4), generator(4)
+    dsa_siamese([BATCH, BATCH[:1]], first)
+    dsa_augment(BATCH[:2], second, siamese=True)
+    assert torch.equal(first.get_state(), second.get_state())
+
+
+def test_dsa_without_siamese_draws_per_image_parameters():
+    x = BATCH[:1].expand(6, -1, -1, -1)
+    out = dsa_augment(x, generator(2), strategy="rotate")
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_dsa_is_deterministic_per_generator_state():
+    assert torch.equal(dsa_augment(BATCH, generator(9)), dsa_augment(BATCH, generator(9)))
+
+
+def test_dsa_neutral_parameters_leave_images_unchanged():
+    neutral = DSAParams(flip=0.0, scale=1.0, rotate=0.0, crop_pad=0.0, cutout=0.0)
+    for op in ("flip", "scale", "rotate", "crop", "cutout"):
+        assert torch.allclose(dsa_augment(BATCH, generator(3), neutral, op), BATCH, atol=1e-5), op
+    assert torch.equal(dsa_augment(BATCH, generator(3), DSAParams(flip=1.0), "flip"), BATCH.flip(3))
+
+
+def test_dsa_crop_is_an_integer_shift_with_zero_fill():
+    x = torch.arange(16.0).view(1, 1, 4, 4) + 1
+    out = dsa_augment(x, generator(0), DSAParams(crop_pad=0.25), "crop")[0, 0]   # shifts in [-1, 1]
+    padded = F.pad(x[0, 0], (1, 1, 1, 1))
+    shifts = [padded[1 + dy:5 + dy, 1 + dx:5 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    assert any(torch.equal(out, shifted) for shifted in shifts)
+
+
+def test_dsa_cutout_zeroes_a_half_size_square():
+    out = dsa_augment(torch.ones(3, 1, 8, 8), generator(0), strategy="cutout")
+    zeros = (out == 0).sum(dim=(1, 2, 3))
+    assert ((zeros > 0) & (zeros <= 16)).all()   # a 4×4 square, clipped at the border
