@@ -202,3 +202,10 @@ def test_dsa_cutout_zeroes_a_half_size_square():
     out = dsa_augment(torch.ones(3, 1, 8, 8), generator(0), strategy="cutout")
     zeros = (out == 0).sum(dim=(1, 2, 3))
     assert ((zeros > 0) & (zeros <= 16)).all()   # a 4×4 square, clipped at the border
+
+
+def test_dc_and_dd_run_with_batchnorm_networks():
+    # DC fixes BatchNorm statistics from real images first (reference code); DD unrolls through BN.
+    for build, recipe in ((build_dc, DC_FAST), (build_dd, DD_FAST)):
+        condensed = build(make_context(DATASET, model_name="convnet_bn"), recipe)
+        assert torch.isfinite(condensed.images).all()
