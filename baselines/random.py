@@ -16,6 +16,7 @@ class RandomRecipe:
 @register_method("random", table_name="random", group="selection", recipe=RandomRecipe,
                  eval_recipe="dc", needs_data=True, order=0)
 def build_random(ctx: BuildContext, recipe: RandomRecipe) -> CondensedSet:
+    """IPC real training images per class, drawn uniformly at random with the seed."""
     labels = ctx.train_labels.cpu()
     scores = torch.rand(len(labels), generator=ctx.generator)
     chosen = take_per_class(scores, labels, ctx.num_classes, ctx.ipc)

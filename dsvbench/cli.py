@@ -141,11 +141,17 @@ def check_ipc(config: BenchConfig, class_counts: torch.Tensor) -> None:
 
 
 def list_methods() -> str:
-    load_methods()
+    """Id, Table 1 name, group, needs, retraining recipe and the first docstring line of each method."""
     from tabulate import tabulate
-    rows = [[s.name, s.table_name, s.group, s.needs, s.eval_recipe, (s.build.__doc__ or s.recipe.__doc__ or "").strip().splitlines()[0] if (s.build.__doc__ or s.recipe.__doc__) else ""]
-            for s in sorted((METHODS.get(n) for n in METHODS.names()), key=lambda s: (s.group != "selection", s.order))]
+    load_methods()
+    specs = sorted((METHODS.get(n) for n in METHODS.names()), key=lambda s: (s.group != "selection", s.order))
+    rows = [[s.name, s.table_name, s.group, s.needs, s.eval_recipe, _first_line(s.build.__doc__ or s.recipe.__doc__)]
+            for s in specs]
     return tabulate(rows, ["id", "Table 1 name", "group", "needs", "retrained with", "description"])
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 def run_info(config: BenchConfig, started: float, pretrained: Any) -> dict[str, Any]:
