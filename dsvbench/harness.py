@@ -30,7 +30,7 @@ from .methods import METHODS, BuildContext, CondensedSet, MethodSpec, load_metho
 from .models import create_model
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
 from .progress import progress_bar
-from .training import per_class_accuracy, predict, retrain
+from .training import per_class_accuracy, predict, retrain_many
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,10 @@ def run_job(config: BenchConfig, job: Job, progress: bool = True,
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
     images, labels = condensed.images.to(device), condensed.labels.to(device)
     records = []
-    for eval_index in pending:
-        generator = torch.Generator().manual_seed(derive_seed(job.seed, "retrain", eval_index))
-        model = create_model(config.retrain_model, dataset.shape, generator).to(device)
-        result = retrain(model, images, labels, test_x, test_y, evaluation, generator)
+    generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for e in pending]
+    models = [create_model(config.retrain_model, dataset.shape, g).to(device) for g in generators]
+    results = retrain_many(models, generators, images, labels, test_x, test_y, evaluation)
+    for eval_index, result in zip(pending, results):
         record = {
             "method": spec.name, "table_name": spec.table_name, "group": spec.group, "order": spec.order,
             "seed": job.seed, "eval_index": eval_index, "test_accuracy": result.test_accuracy,

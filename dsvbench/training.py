@@ -110,3 +110,18 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
     final_loss = train_on_set(model, images, labels, recipe, generator)
     return RetrainResult(accuracy(model, test_images, test_labels, recipe.test_batch_size),
                          accuracy(model, images, labels), final_loss, time.perf_counter() - start)
+
+
+def retrain_many(models: list[nn.Module], generators: list[torch.Generator], images: torch.Tensor,
+                 labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
+                 recipe: EvalRecipe) -> list[RetrainResult]:
+    """Retrain several fresh networks on one set: stacked (one vmap-ed pass) when the
+    architecture allows it, else one after another; the numbers agree either way."""
+    from .vectorized import supports_stacking, train_stacked
+    if len(models) == 1 or not supports_stacking(models[0]):
+        return [retrain(m, images, labels, test_images, test_labels, recipe, g) for m, g in zip(models, generators)]
+    start = time.perf_counter()
+    train_stacked(models, images, labels, recipe, generators)
+    seconds = (time.perf_counter() - start) / len(models)
+    return [RetrainResult(accuracy(m, test_images, test_labels, recipe.test_batch_size), accuracy(m, images, labels),
+                          float("nan"), seconds) for m in models]

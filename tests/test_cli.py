@@ -121,3 +121,11 @@ def test_same_seed_same_numbers_and_parallel_jobs_agree(capsys, tmp_path):
     b = pd.read_csv(tmp_path / "b" / "results.csv").sort_values("seed")
     assert list(a["test_accuracy"]) == list(b["test_accuracy"])
     assert a["test_accuracy"].nunique() == 2           # the two seeds differ
+
+
+def test_evals_per_set_retrains_several_networks_per_set(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, *FAST, "--methods", "random", "--seed-list", "3", "--evals-per-set", "3",
+                              "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"))
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert code == 0 and sorted(results["eval_index"]) == [0, 1, 2] and set(results["seed"]) == {3}
+    assert "3 (1)" in stdout                                   # 3 models from 1 seed

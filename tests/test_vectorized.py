@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from dsvbench.config import EvalRecipe
+from dsvbench.models import create_model
+from dsvbench.training import train_on_set
+from dsvbench.vectorized import supports_stacking, train_stacked
+
+
+@pytest.mark.parametrize("optimizer, augment", [("sgd", "crop"), ("sam", "flip_crop")])
+def test_stacked_training_equals_one_after_another(tiny_dataset, optimizer, augment):
+    recipe = EvalRecipe("t", optimizer, lr=0.05, sam_rho=0.05, epochs=6, batch_size=16, augment=augment,
+                        weight_decay=5e-4)
+    seeds = (0, 1, 2)
+    sequential, stacked = [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        model = create_model("convnet_tiny", tiny_dataset.shape, generator)
+        train_on_set(model, tiny_dataset.train_x, tiny_dataset.train_y, recipe, generator)
+        sequential.append(model)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    stacked = [create_model("convnet_tiny", tiny_dataset.shape, g) for g in generators]
+    train_stacked(stacked, tiny_dataset.train_x, tiny_dataset.train_y, recipe, generators)
+    for one, other in zip(sequential, stacked):
+        for a, b in zip(one.parameters(), other.parameters()):
+            assert torch.allclose(a, b, atol=1e-4), "stacked training drifted from sequential training"
+    assert not torch.allclose(next(stacked[0].parameters()), next(stacked[1].parameters()))
+
+
+def test_batchnorm_models_are_not_stacked(tiny_dataset):
+    assert supports_stacking(create_model("convnet", tiny_dataset.shape))
+    assert not supports_stacking(create_model("convnet_bn", tiny_dataset.shape))
