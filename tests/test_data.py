@@ -360,3 +360,15 @@ def test_cifar10_jpeg_subset_reads_as_a_folder(tmp_path):
                                "dog", "frog", "horse", "ship", "truck"]
     assert raw.train_images.shape == (200, 32, 32, 3) and raw.test_images.shape == (200, 32, 32, 3)
     assert np.bincount(raw.train_labels).tolist() == [20] * 10
+
+
+@pytest.mark.skipif(not CIFAR10_JPEG.is_file(), reason="shared CIFAR-10 JPEG copy not present")
+def test_cifar10_jpeg_full_copy_matches_its_readme(tmp_path):
+    """All 60 000 images; channel means as the shared README states (the original's to 1e-4)."""
+    counts = extract_image_folder(CIFAR10_JPEG, tmp_path / "cifar10")
+    assert counts == {"train": 50000, "test": 10000}
+    raw = read("folder", tmp_path / "cifar10")
+    assert np.bincount(raw.train_labels).tolist() == [5000] * 10
+    assert np.bincount(raw.test_labels).tolist() == [1000] * 10
+    means = raw.train_images.reshape(-1, 3).mean(axis=0) / 255.0
+    np.testing.assert_allclose(means, [0.4914, 0.4822, 0.4465], atol=5e-4)
