@@ -1,0 +1,398 @@
+"""DeepKKT (paper §4, Algorithm 1, Eq. 7-8, Appendix B): the loss shared by ``dsvs`` and ``dsvg``.
+
+For candidates x_i with labels y_i and multipliers λ_i, θ* frozen:
+
+* primal (Eq. 7): L_i = CE(Φ(x_i), y_i) if argmax Φ(x_i) ≠ y_i else 0; L_primal = mean L_i;
+* stationarity (Eq. 8): L_stat = D(θ*, −Σ λ_i ∇θ CE_i).  G = Σ λ_i ∇θ CE_i is the gradient of the
+  λ-weighted loss sum (one backward with ``create_graph=True``); a second backward gives the
+  gradients for x and λ.  Per-example gradients are never formed.  Above ``chunk`` candidates the
+  second backward runs chunk by chunk on the exact surrogate ⟨∂D/∂G, G_chunk⟩ (G from a first,
+  graph-free pass), so memory stays bounded on a CIFAR-10 ConvNet with thousands of candidates;
+* L_kkt = L_primal + β·L_stat.  The manifold term (L_kkt on A(X)) and λ's dual feasibility are
+  handled by the callers with :func:`augment` and :func:`remove_negative`.
+
+Which θ* entries form the target (``params``):
+  ``all``        every trainable tensor (Eq. 8 as written);
+  ``sensitive``  all except tensors the loss is invariant to the scale of: weight and bias of a conv /
+                 linear layer followed directly by an instance / group / layer norm (found
+                 structurally).  For such a tensor ⟨θ_l, ∇θ_l L⟩ ≡ 0 for every input (Euler), so
+                 ‖θ_l + G_l‖₂ ≥ ‖θ_l‖₂ whatever x and λ are: Eq. 6 cannot hold there, and these
+                 entries only add an irreducible residual and noisy gradients;
+  ``classifier`` the last linear layer only (the paper's SVHN transfer case, §5.2).
+
+Distance (``distance``, ``sqrt``, ``normalize``):
+  ``l1`` (Appendix B, default) or ``sq_l2`` (Algorithm 1).  Appendix B "apply the square root to
+  the gradient term when measuring distance" is read as ``sqrt="signed"``: both sides pass through
+  the elementwise signed square root φ(v) = sign(v)(√(|v|+ε) − √ε) before the distance, which
+  compresses large entries (the stated aim: less weight on outliers) and keeps the solution set
+  θ* = −G unchanged.  ``sqrt="none"`` skips it.  ``normalize``: ``none`` = raw sum over entries;
+  ``global`` = divided by D(θ*, 0), so L_stat is the relative residual (1 at λ = 0); ``tensor`` =
+  the mean over target tensors of each tensor's relative residual (small tensors such as the
+  classifier bias count as much as a 147k-entry conv).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .base import MethodFailed
+
+PARAM_SETS = ("all", "sensitive", "classifier")
+DISTANCES = ("l1", "sq_l2")
+SQRT_MODES = ("none", "signed")
+NORMALIZATIONS = ("none", "global", "tensor")
+SQRT_EPS = 1e-8
+
+
+@dataclass
+class KKTValues:
+    """Values of one L_kkt evaluation and the gradients of weight·L_kkt."""
+    primal: float
+    stat: float
+    entropy: float               # mean prediction entropy of the candidates (Fig. 3)
+    correct: float               # fraction classified as their label by θ*
+    grad_inputs: torch.Tensor | None
+    grad_lam: torch.Tensor
+
+
+class DeepKKT:
+    """L_kkt of a frozen pretrained model; the model itself is copied and never modified."""
+
+    def __init__(self, model: nn.Module, params: str = "all", distance: str = "l1", sqrt: str = "signed",
+                 normalize: str = "global", beta: float = 1.0, chunk: int = 512):
+        for value, valid, name in ((params, PARAM_SETS, "params"), (distance, DISTANCES, "distance"),
+                                   (sqrt, SQRT_MODES, "sqrt"), (normalize, NORMALIZATIONS, "normalize")):
+            if value not in valid:
+                raise ValueError(f"DeepKKT {name}={value!r}; valid: {', '.join(valid)}")
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.theta = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.distance, self.sqrt, self.normalize = distance, sqrt, normalize
+        self.beta, self.chunk = beta, max(int(chunk), 1)
+        self.names = select_params(self.model, self.theta, params)
+        if not self.names:
+            raise MethodFailed(f"DeepKKT params={params!r} selects no tensor of the model")
+        self.targets = [self.theta[n] for n in self.names]
+        reference = [self._entrywise(t, torch.zeros_like(t)).sum() for t in self.targets]
+        positive = [r for r in reference if r > 0]
+        fill = torch.stack(positive).mean() if positive else torch.ones(())
+        self.reference = [r if r > 0 else fill for r in reference]  # all-zero θ* tensors (tensor mode)
+        self.reference_sum = torch.stack(reference).sum()
+
+    # ----- forward pieces ------------------------------------------------------------------
+    def logits(self, inputs: torch.Tensor, leaves: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return functional_call(self.model, leaves or self.theta, (inputs,))
+
+    def _leaves(self, names: list[str]) -> dict[str, torch.Tensor]:
+        leaves = dict(self.theta)
+        for name in names:
+            leaves[name] = self.theta[name].clone().requires_grad_(True)
+        return leaves
+
+    def weighted_grad(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
+                      names: list[str] | None = None, create_graph: bool = False
+                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """G = ∇θ Σ λ_i CE_i over tensors ``names`` (default: the target), and the logits."""
+        names = self.names if names is None else names
+        leaves = self._leaves(names)
+        logits = self.logits(inputs, leaves)
+        losses = F.cross_entropy(logits, labels, reduction="none")
+        grads = torch.autograd.grad((lam * losses).sum(), [leaves[n] for n in names],
+                                    create_graph=create_graph)
+        return list(grads), logits
+
+    def _entrywise(self, theta: torch.Tensor, minus_g: torch.Tensor) -> torch.Tensor:
+        """Per-entry distance between θ* and −G (after the optional signed square root)."""
+        if self.sqrt == "signed":
+            theta, minus_g = _signed_sqrt(theta), _signed_sqrt(minus_g)
+        diff = theta - minus_g
+        return diff.abs() if self.distance == "l1" else diff.square()
+
+    def stat_distance(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """L_stat = D(θ*, −G) with the configured normalization (Eq. 8)."""
+        parts = [self._entrywise(t, -g).sum() for t, g in zip(self.targets, grads)]
+        if self.normalize == "none":
+            return torch.stack(parts).sum()
+        if self.normalize == "global":
+            return torch.stack(parts).sum() / self.reference_sum
+        return torch.stack([p / r for p, r in zip(parts, self.reference)]).mean()
+
+    # ----- L_kkt and its gradients -----------------------------------------------------------
+    def kkt(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor, weight: float = 1.0,
+            input_grad: bool = True) -> KKTValues:
+        """L_kkt = L_primal + β·L_stat and the gradients of ``weight``·L_kkt for inputs and λ."""
+        if len(inputs) <= self.chunk:
+            return self._kkt_direct(inputs, labels, lam, weight, input_grad)
+        return self._kkt_chunked(inputs, labels, lam, weight, input_grad)
+
+    def _kkt_direct(self, inputs, labels, lam, weight, input_grad) -> KKTValues:
+        x = inputs.detach().requires_grad_(input_grad)
+        lam = lam.detach().requires_grad_(True)
+        grads, logits = self.weighted_grad(x, labels, lam, create_graph=True)
+        primal = primal_loss(logits, labels)
+        stat = self.stat_distance(grads)
+        total = weight * (primal + self.beta * stat)
+        wrt = [x, lam] if input_grad else [lam]
+        out = torch.autograd.grad(total, wrt, allow_unused=True)
+        grad_x = _or_zeros(out[0], x) if input_grad else None
+        return _values(float(primal.detach()), float(stat.detach()), logits, labels, grad_x,
+                       _or_zeros(out[-1], lam))
+
+    def _kkt_chunked(self, inputs, labels, lam, weight, input_grad) -> KKTValues:
+        pieces = list(zip(inputs.split(self.chunk), labels.split(self.chunk), lam.split(self.chunk)))
+        total = [torch.zeros_like(t) for t in self.targets]
+        for x, y, l in pieces:  # pass 1: G without a graph
+            grads, _ = self.weighted_grad(x.detach(), y, l.detach())
+            total = [a + g for a, g in zip(total, grads)]
+        leaf = [g.detach().requires_grad_(True) for g in total]
+        stat = self.stat_distance(leaf)
+        direction = torch.autograd.grad(stat, leaf)   # ∂D/∂G, fixed for pass 2
+        grads_x, grads_l, all_logits = [], [], []
+        n, primal_sum = len(inputs), 0.0
+        for x, y, l in pieces:  # pass 2: exact surrogate β⟨∂D/∂G, G_chunk⟩ + Σ_chunk L_i / n
+            x = x.detach().requires_grad_(input_grad)
+            l = l.detach().requires_grad_(True)
+            grads, logits = self.weighted_grad(x, y, l, create_graph=True)
+            primal_part = primal_loss(logits, y) * len(y) / n
+            surrogate = primal_part + self.beta * sum((d * g).sum() for d, g in zip(direction, grads))
+            wrt = [x, l] if input_grad else [l]
+            out = torch.autograd.grad(weight * surrogate, wrt, allow_unused=True)
+            if input_grad:
+                grads_x.append(_or_zeros(out[0], x))
+            grads_l.append(_or_zeros(out[-1], l))
+            all_logits.append(logits.detach())
+            primal_sum += float(primal_part.detach())
+        logits = torch.cat(all_logits)
+        grad_x = torch.cat(grads_x) if input_grad else None
+        return _values(primal_sum, float(stat.detach()), logits, labels, grad_x, torch.cat(grads_l))
+
+    # ----- λ scale and diagnostics ------------------------------------------------------------
+    def total_grad(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
+                   names: list[str] | None = None) -> list[torch.Tensor]:
+        """G = Σ λ_i ∇θ CE_i accumulated chunk by chunk, no graph."""
+        names = self.names if names is None else names
+        total = None
+        for x, y, l in zip(inputs.split(self.chunk), labels.split(self.chunk), lam.split(self.chunk)):
+            grads, _ = self.weighted_grad(x.detach(), y, l.detach(), names)
+            total = grads if total is None else [a + g for a, g in zip(total, grads)]
+        return total
+
+    @torch.no_grad()
+    def fit_uniform_scale(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+        """The uniform λ = c > 0 minimizing L_stat: a log grid around the least-squares (or the
+        norm-matching) start, refined by golden section on log c."""
+        with torch.enable_grad():
+            unit = self.total_grad(inputs, labels, torch.ones(len(labels), device=inputs.device))
+        dot = sum((t * g).sum() for t, g in zip(self.targets, unit))
+        sq = sum(g.square().sum() for g in unit)
+        if not (sq > 0):
+            raise MethodFailed("DeepKKT: the candidates' loss gradients are all zero")
+        start = math.log(float(-dot / sq) if dot < 0 else float(_norm1(self.targets) / _norm1(unit)))
+
+        def stat(log_c: float) -> float:
+            return float(self.stat_distance([math.exp(log_c) * g for g in unit]))
+        grid = [start + k * 0.5 for k in range(-16, 17)]
+        best = min(range(len(grid)), key=lambda k: stat(grid[k]))
+        low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        ratio = (math.sqrt(5) - 1) / 2
+        for _ in range(30):
+            a, b = high - ratio * (high - low), low + ratio * (high - low)
+            low, high = (low, b) if stat(a) <= stat(b) else (a, high)
+        return math.exp((low + high) / 2)
+
+    @torch.no_grad()
+    def residuals(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor) -> dict[str, float]:
+        """Relative stationarity residuals ‖θ* + G‖/‖θ*‖: L1 and L2 on the target, L1 on all
+        trainable tensors (comparable across ``params`` choices), and cos(θ*, −G) on the target."""
+        all_names = list(self.theta)
+        with torch.enable_grad():
+            grads = dict(zip(all_names, self.total_grad(inputs, labels, lam, all_names)))
+        theta_t = torch.cat([self.theta[n].flatten() for n in self.names])
+        g_t = torch.cat([grads[n].flatten() for n in self.names])
+        theta_a = torch.cat([self.theta[n].flatten() for n in all_names])
+        g_a = torch.cat([grads[n].flatten() for n in all_names])
+        return {"residual_l1": float((theta_t + g_t).abs().sum() / theta_t.abs().sum()),
+                "residual_l2": float((theta_t + g_t).norm() / theta_t.norm()),
+                "residual_l1_all": float((theta_a + g_a).abs().sum() / theta_a.abs().sum()),
+                "cosine": float(-(theta_t @ g_t) / (theta_t.norm() * g_t.norm()).clamp_min(1e-30))}
+
+
+# ----- the recipe fields and bookkeeping both methods share ---------------------------------
+@dataclass(frozen=True)
+class KKTRecipe:
+    """DeepKKT hyper-parameters shared by ``dsvs`` and ``dsvg`` (paper §5.1, Appendix B).
+
+    Paper values: α_λ = 0.1, γ = 5, D = L1 with a square root (Appendix B).  Choices (the paper
+    does not give them): ``params``, ``normalize``, ``beta``, ``optimizer``, ``lambda_scale``
+    and the augmentation strengths — see the module docstring and the fields' comments.
+    """
+    params: str = "sensitive"        # all | sensitive | classifier (module docstring)
+    distance: str = "l1"             # l1 (Appendix B) | sq_l2 (Algorithm 1)
+    sqrt: str = "signed"             # Appendix B's square root: signed | none
+    normalize: str = "global"        # L_stat as the relative residual: none | global | tensor
+    beta: float = 1.0                # L_kkt = L_primal + β·L_stat (choice; see recipe notes)
+    gamma: float = 5.0               # manifold term weight γ (paper §5.1)
+    alpha_lambda: float = 0.1        # α_λ (paper §5.1), step size on λ in units of its initial scale
+    optimizer: str = "adam"          # adam | sgd (Algorithm 1's plain steps); choice: adam
+    lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | a number
+    aug_flip: bool = True            # off on digit datasets (recipe_defaults)
+    aug_shift: float = 0.125         # translation, fraction of the size (choice)
+    aug_scale: float = 0.1           # zoom 1 ± scale (choice)
+    aug_brightness: float = 0.1      # normalized units (choice)
+    aug_contrast: float = 0.1        # 1 ± contrast (choice)
+    chunk: int = 512                 # candidates per double-backward chunk (memory only)
+    history_points: int = 20         # per-step diagnostics kept in the metadata
+
+
+def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
+    return DeepKKT(model, recipe.params, recipe.distance, recipe.sqrt, recipe.normalize, recipe.beta,
+                   recipe.chunk)
+
+
+def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: str) -> float:
+    """The scale s of λ = s·μ (μ starts at 1 and is what the optimizer moves): per-example
+    gradients of well-fitted inputs are tiny, so θ* ≈ −Σλ∇θL needs a large λ; ``fit`` takes the
+    uniform λ minimizing L_stat at the start, ``norm`` matches ‖G‖₁ to ‖θ*‖₁, a number is used as is."""
+    if how == "fit":
+        return kkt.fit_uniform_scale(inputs, labels)
+    if how == "norm":
+        with torch.enable_grad():
+            unit = kkt.total_grad(inputs, labels, torch.ones(len(labels), device=inputs.device))
+        return float(_norm1(kkt.targets) / _norm1(unit).clamp_min(1e-30))
+    try:
+        return float(how)
+    except ValueError:
+        raise ValueError(f"lambda_scale={how!r}; valid: fit, norm or a positive number") from None
+
+
+def make_optimizer(kind: str, tensor: torch.Tensor, lr: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam([tensor], lr=lr)
+    if kind == "sgd":
+        return torch.optim.SGD([tensor], lr=lr)
+    raise ValueError(f"optimizer={kind!r}; valid: adam, sgd")
+
+
+class History:
+    """Diagnostics every few steps (the relative residual, entropy, survivors, label agreement)."""
+
+    def __init__(self, kkt: DeepKKT, steps: int, points: int):
+        self.kkt, self.every = kkt, max(steps // max(points, 1), 1)
+        self.rows: list[dict[str, float]] = []
+
+    def log(self, step: int, values: KKTValues, inputs: torch.Tensor, labels: torch.Tensor,
+            lam: torch.Tensor, alive: int, force: bool = False) -> None:
+        if step % self.every and not force:
+            return
+        row = {"step": step, "primal": values.primal, "stat": values.stat, "entropy": values.entropy,
+               "correct": values.correct, "alive": alive}
+        row.update(self.kkt.residuals(inputs, labels, lam))
+        self.rows.append({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+
+    def summary(self) -> dict:
+        first, last = self.rows[0], self.rows[-1]
+        out = {k: last[k] for k in ("residual_l1", "residual_l2", "residual_l1_all", "cosine",
+                                    "entropy", "correct", "alive")}
+        out.update(residual_l1_start=first["residual_l1"], entropy_start=first["entropy"],
+                   stat_params=len(self.kkt.names), history=self.rows)
+        return out
+
+
+# ----- helpers used by both methods ------------------------------------------------------------
+def primal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: mean over candidates of CE where θ* misclassifies, 0 where it is right."""
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    wrong = (logits.argmax(1) != labels).to(losses.dtype)
+    return (losses * wrong).mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(logits.detach(), 1)
+    return -(logp.exp() * logp).sum(1)
+
+
+def select_params(model: nn.Module, theta: dict[str, torch.Tensor], which: str) -> list[str]:
+    """Names of the target tensors for ``which`` in PARAM_SETS (see the module docstring)."""
+    if which == "all":
+        return list(theta)
+    if which == "classifier":
+        linear = getattr(model, "classifier", None)
+        if not isinstance(linear, nn.Linear):
+            linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        prefix = next(n for n, m in model.named_modules() if m is linear)
+        return [n for n in theta if n.rsplit(".", 1)[0] == prefix]
+    invariant = set()
+    norms = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+    for prefix, module in model.named_modules():
+        children = list(module.named_children())
+        for (name, layer), (_, after) in zip(children, children[1:]):
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and isinstance(after, norms):
+                invariant.update(f"{prefix}.{name}.{p}".lstrip(".") for p, _ in layer.named_parameters())
+    return [n for n in theta if n not in invariant]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, scale: float,
+            brightness: float, contrast: float) -> torch.Tensor:
+    """Differentiable A(X) for the manifold term: per image a random translation (up to
+    ``shift``·size), zoom (1 ± ``scale``), optional horizontal flip, brightness (± ``brightness``,
+    normalized units) and contrast (1 ± ``contrast``).  Randomness from ``generator`` (CPU)."""
+    n = len(x)
+    u = torch.rand(n, 6, generator=generator).to(x.device, x.dtype) * 2 - 1
+    zoom = 1 + scale * u[:, 2]
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = zoom * (torch.where(u[:, 3] < 0, -1.0, 1.0) if flip else 1.0)
+    theta[:, 1, 1] = zoom
+    theta[:, :, 2] = 2 * shift * u[:, :2]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * (1 + contrast * u[:, 4]).view(-1, 1, 1, 1) + mean
+    return out + brightness * u[:, 5].view(-1, 1, 1, 1)
+
+
+def remove_negative(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor,
+                    keep_per_class: int) -> torch.Tensor:
+    """Dual feasibility (Algorithm 1): candidates with λ < 0 leave X.  Each class keeps at least
+    ``keep_per_class`` candidates (its highest λ) so that IPC images can still be chosen."""
+    alive = alive & (lam >= 0)
+    if keep_per_class <= 0:
+        return alive
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        short = keep_per_class - int(alive[members].sum())
+        if short > 0:
+            order = torch.argsort(lam[members], descending=True, stable=True)
+            alive[members[order[:keep_per_class]]] = True
+    return alive
+
+
+def check_finite(what: str, *values: torch.Tensor | float) -> None:
+    for value in values:
+        finite = torch.isfinite(value).all() if torch.is_tensor(value) else math.isfinite(value)
+        if not finite:
+            raise MethodFailed(f"{what}: non-finite values (NaN/Inf); lower the step sizes")
+
+
+def _signed_sqrt(v: torch.Tensor) -> torch.Tensor:
+    return torch.sign(v) * ((v.abs() + SQRT_EPS).sqrt() - math.sqrt(SQRT_EPS))
+
+
+def _norm1(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return sum(t.abs().sum() for t in tensors)
+
+
+def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _values(primal: float, stat: float, logits, labels, grad_x, grad_lam) -> KKTValues:
+    logits = logits.detach()
+    return KKTValues(primal, stat, float(entropy(logits).mean()),
+                     float((logits.argmax(1) == labels).float().mean()), grad_x, grad_lam)

@@ -1,0 +1,110 @@
+"""``dsvs``: Deep Support Vector selection (paper §4-5, Fig. 4, Table 1 "DSVs").
+
+The candidates are real training images (a per-class pool drawn with the seed).  Their
+pixels stay fixed; only the multipliers λ descend L_stat(X) + γ·L_stat(A(X)) (the primal
+loss of Eq. 7 does not depend on λ: it is reported, not optimized).  Candidates whose λ
+turns negative leave the pool; the set is the top-IPC λ per class, and the per-class sums
+of λ are returned for the paper's Fig. 4 (their Pearson ρ with θ*'s per-class test accuracy
+is computed by the harness from ``metadata["class_lambda_sums"]``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import DIGIT_DATASETS
+from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
+from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
+                      primal_loss, remove_negative)
+
+
+@dataclass(frozen=True)
+class DSVsRecipe(KKTRecipe):
+    """DSV selection.  Paper values: α_λ = 0.1, γ = 5, D = L1 (see :class:`KKTRecipe`).
+    Choices: the pool size (the paper's Fig. 4 sums λ over the training samples of each class;
+    ``pool_per_class=0`` uses every training image), the step count, and ``correct_only``:
+    θ* must classify a candidate correctly (primal feasibility, Eq. 4), which fixed pixels cannot
+    repair, so misclassified images are left out of the pool.
+    """
+    pool_per_class: int = 0          # candidates per class; 0 = all training images of the class
+    steps: int = 200                 # λ steps (choice)
+    correct_only: bool = True        # pool only images θ* classifies correctly (choice)
+    keep_per_class: bool = True      # never drop a class below IPC survivors (choice)
+
+
+def recipe_defaults(dataset: str) -> dict:
+    """No horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""
+    return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
+
+
+@register_method("dsvs", table_name="DSVs", group="selection", recipe=DSVsRecipe, eval_recipe="dsv",
+                 needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
+                 smoke={"pool_per_class": 4, "steps": 3, "correct_only": False})
+def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
+    kkt = make_kkt(ctx.pretrained, recipe)
+    pool = _draw_pool(ctx, recipe, kkt)
+    images, labels = ctx.train_images[pool], ctx.train_labels[pool]
+    unit = lambda_unit(kkt, images, labels, recipe.lambda_scale)
+    mu = torch.ones(len(pool), device=images.device, requires_grad=True)
+    optimizer = make_optimizer(recipe.optimizer, mu, recipe.alpha_lambda)
+    alive = torch.ones(len(pool), dtype=torch.bool, device=images.device)
+    history = History(kkt, recipe.steps, recipe.history_points)
+    keep = ctx.ipc if recipe.keep_per_class else 0
+    for step in range(recipe.steps + 1):
+        index = torch.nonzero(alive).flatten()
+        lam = unit * mu.detach()[index]
+        values = kkt.kkt(images[index], labels[index], lam, input_grad=False)
+        check_finite("dsvs", values.stat, values.grad_lam)
+        history.log(step, values, images[index], labels[index], lam, len(index), force=step == recipe.steps)
+        if step == recipe.steps:
+            break
+        grad_lam = values.grad_lam
+        if recipe.gamma > 0:
+            augmented = augment(images[index], ctx.generator, recipe.aug_flip, recipe.aug_shift,
+                                recipe.aug_scale, recipe.aug_brightness, recipe.aug_contrast)
+            grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False).grad_lam
+        mu.grad = torch.zeros_like(mu)
+        mu.grad[index] = unit * grad_lam
+        optimizer.step()
+        with torch.no_grad():
+            alive = remove_negative(mu.detach(), alive, labels, keep)
+            mu.clamp_(min=0.0)
+        ctx.progress(step=step + 1, total=recipe.steps, stat=values.stat, entropy=values.entropy,
+                     alive=int(alive.sum()))
+    lam = unit * mu.detach() * alive
+    return _select(ctx, kkt, pool, images, labels, lam, alive, history)
+
+
+def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:
+    """Per class, ``pool_per_class`` training indices in an order drawn from the seed."""
+    labels = ctx.train_labels
+    eligible = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+    if recipe.correct_only:
+        with torch.no_grad():
+            predicted = torch.cat([kkt.logits(chunk).argmax(1) for chunk in ctx.train_images.split(512)])
+        eligible = predicted == labels
+    pool = []
+    for label in range(ctx.num_classes):
+        members = torch.nonzero((labels == label) & eligible).flatten().cpu()
+        members = members[torch.randperm(len(members), generator=ctx.generator)]
+        if recipe.pool_per_class > 0:
+            members = members[:recipe.pool_per_class]
+        if len(members) < ctx.ipc:
+            raise MethodFailed(f"dsvs: class {label} has {len(members)} eligible images, fewer than "
+                               f"ipc={ctx.ipc}")
+        pool.append(members)
+    return torch.cat(pool).to(labels.device)
+
+
+def _select(ctx: BuildContext, kkt, pool: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+            lam: torch.Tensor, alive: torch.Tensor, history: History) -> CondensedSet:
+    scores = torch.where(alive, lam, torch.full_like(lam, -float("inf")))
+    chosen = take_per_class(scores.cpu(), labels.cpu(), ctx.num_classes, ctx.ipc).to(images.device)
+    with torch.no_grad():
+        primal = float(primal_loss(kkt.logits(images), labels))
+    sums = [float(lam[labels == c].sum()) for c in range(ctx.num_classes)]
+    metadata = history.summary()
+    metadata.update(class_lambda_sums=[round(s, 6) for s in sums], primal=primal, pool=len(pool),
+                    indices=pool[chosen].tolist(), selected_lambda=[round(float(v), 6) for v in lam[chosen]])
+    return CondensedSet(images[chosen].clone(), labels[chosen].clone(), lam[chosen].clone(), metadata)
