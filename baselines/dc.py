@@ -84,6 +84,10 @@ class DCRecipe:
         except ValueError as error:
             raise UserError(f"dc.dsa_strategy: {error}") from None
 
+    def eval_overrides(self) -> dict:
+        """DSA sets are evaluated as in Zhao & Bilen 2021: DSA augmentation, 1000 epochs."""
+        return {"augment": "dsa", "epochs": 1000} if self.dsa else {}
+
     def loops(self, ipc: int) -> tuple[int, int]:
         nearest = min(LOOPS, key=lambda tabulated: (abs(tabulated - ipc), tabulated))
         return self.outer_loop or ipc, self.inner_loop or LOOPS[nearest][1]

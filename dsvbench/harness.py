@@ -50,8 +50,18 @@ def method_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str) -> A
 
 
 def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str):
-    """The recipe the column is retrained with: its published one unless one is forced."""
-    overrides = {} if config.eval_epochs is None else {"epochs": config.eval_epochs}
+    """The recipe the column is retrained with: its published one unless one is forced.
+
+    A method recipe may adjust its column's evaluation with ``eval_overrides()`` (DC with
+    ``dsa=True`` is evaluated as DSA was: DSA augmentation, 1000 epochs); ``--eval-recipe``
+    replaces the recipe and ``--eval-epochs`` the epoch count whatever the method asks.
+    """
+    overrides = {}
+    if config.eval_recipe is None:
+        hook = getattr(method_recipe(config, spec, dataset_name), "eval_overrides", None)
+        overrides.update(hook() if hook else {})
+    if config.eval_epochs is not None:
+        overrides["epochs"] = config.eval_epochs
     return eval_recipe(config.eval_recipe or spec.eval_recipe, dataset_name, **overrides)
 
 

@@ -8,6 +8,8 @@ dataset fingerprint, architecture and full recipe.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -54,7 +56,9 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
 
 
 def pretrain_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> str:
-    return config_hash(dataset.name, dataset_fingerprint(dataset), model_name, recipe)
+    """Key of the Adam stage (the polish is cached on top of it, so changing it reuses the epochs)."""
+    return config_hash(dataset.name, dataset_fingerprint(dataset), model_name,
+                       dataclasses.replace(recipe, polish_steps=0))
 
 
 def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe,
@@ -65,6 +69,13 @@ def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRec
     A cached checkpoint without dynamics (e.g. imported from elsewhere) is retrained when
     ``require_dynamics`` is set, with a message saying so.
     """
+    base = _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics)
+    if recipe.polish_steps <= 0:
+        return base
+    return _load_or_polish(base, dataset, recipe, device)
+
+
+def _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics) -> Pretrained:
     key = pretrain_key(dataset, model_name, recipe)
     path = Path(cache_dir) / "pretrained" / f"{dataset.name}-{model_name}-{key}.pt"
     model = create_model(model_name, dataset.shape).to(device)
@@ -116,3 +127,45 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
                        "test_accuracy": test_acc, "seconds_per_epoch": seconds_per_epoch,
                        "recipe": to_dict(recipe), "model_name": model_name}, path)
     return Pretrained(model, dynamics, train_acc, test_acc, seconds_per_epoch, key, path)
+
+
+def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
+                    device: torch.device | str) -> Pretrained:
+    """θ* with its last linear layer at the exact minimum of CE + wd/2·‖W, b‖² on frozen features."""
+    key = config_hash(base.key, "polish", recipe.polish_steps, recipe.weight_decay)
+    path = base.path.with_name(f"{base.path.stem}-polish-{key}.pt")
+    model = copy.deepcopy(base.model)
+    if path.exists():
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.classifier.load_state_dict(state["classifier"])
+        return dataclasses.replace(base, model=model.eval(), train_accuracy=state["train_accuracy"],
+                                   test_accuracy=state["test_accuracy"], key=key, path=path)
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Linear) or not hasattr(model, "features"):
+        raise ValueError(f"polish_steps needs a model with .features() and a Linear .classifier; "
+                         f"set it to 0 for this model")
+    model.eval()
+    with torch.no_grad():
+        feats = torch.cat([model.features(chunk) for chunk in dataset.train_x.to(device).split(1024)])
+    labels = dataset.train_y.to(device)
+    params = list(classifier.parameters())
+    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=recipe.polish_steps, history_size=20,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(classifier(feats), labels) + 0.5 * recipe.weight_decay * sum(
+            p.square().sum() for p in params)
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        optimizer.step(closure)
+    for p in params:
+        p.grad = None
+    with torch.no_grad():
+        train_acc = 100.0 * float((classifier(feats).argmax(1) == labels).float().mean())
+    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    atomic_torch_save({"classifier": classifier.state_dict(), "train_accuracy": train_acc,
+                       "test_accuracy": test_acc, "base_key": base.key}, path)
+    return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
+                               key=key, path=path)

@@ -1,12 +1,13 @@
 import dataclasses
 
+import pytest
 import torch
 
 import dsvbench.pretrain as pretrain_module
 from dsvbench.config import PretrainRecipe
 from dsvbench.pretrain import load_or_pretrain, pretrain_key
 
-RECIPE = PretrainRecipe(epochs=3, batch_size=16, augment="crop")
+RECIPE = PretrainRecipe(epochs=3, batch_size=16, augment="crop", polish_steps=0)
 
 
 def test_pretraining_records_dynamics_and_accuracy(tiny_dataset, tmp_path):
@@ -48,3 +49,28 @@ def test_checkpoint_without_dynamics_is_retrained_when_dynamics_are_needed(tiny_
     again = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False,
                              require_dynamics=True)
     assert again.dynamics.shape == (3, len(tiny_dataset.train_y))
+
+
+def test_polish_makes_the_classifier_stationary_and_is_cached_on_top(tiny_dataset, tmp_path, monkeypatch):
+    """After the polish θ*_classifier = −Σ λ ∇L with the uniform λ = 1/(n·wd) of Eq. 6."""
+    from dsvbench.methods.deepkkt import DeepKKT
+    polished_recipe = dataclasses.replace(RECIPE, polish_steps=200)
+    base = load_or_pretrain(tiny_dataset, "convnet_tiny", RECIPE, tmp_path, "cpu", progress=False)
+    polished = load_or_pretrain(tiny_dataset, "convnet_tiny", polished_recipe, tmp_path, "cpu", progress=False)
+    assert polished.key != base.key and polished.path != base.path
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    lam = torch.full((len(y),), 1.0 / (len(y) * RECIPE.weight_decay))
+
+    def residual(model):
+        kkt = DeepKKT(model, params="classifier", sqrt="none", distance="sq_l2")
+        grads = kkt.total_grad(x, y, lam)
+        theta = torch.cat([t.flatten() for t in kkt.targets])
+        return float((theta + torch.cat([g.flatten() for g in grads])).norm() / theta.norm())
+    assert residual(polished.model) < 1e-2 < residual(base.model)
+    # features untouched, dynamics kept; a second call loads both stages without training
+    body = {k: v for k, v in base.model.state_dict().items() if not k.startswith("classifier")}
+    assert all(torch.equal(v, polished.model.state_dict()[k]) for k, v in body.items())
+    assert torch.equal(polished.dynamics, base.dynamics)
+    monkeypatch.setattr(pretrain_module, "_pretrain", lambda *a, **k: pytest.fail("retrained"))
+    again = load_or_pretrain(tiny_dataset, "convnet_tiny", polished_recipe, tmp_path, "cpu", progress=False)
+    assert torch.equal(again.model.classifier.weight, polished.model.classifier.weight)

@@ -12,7 +12,7 @@ from torch import nn
 from dsvbench.baselines.dc import DCRecipe, _class_matching_loss, build_dc, layer_distance, matching_distance
 from dsvbench.baselines.dd import DDRecipe, build_dd, dd_defaults, unrolled_loss
 from dsvbench.dsa import OPS, DSAParams, dsa_augment, dsa_siamese
-from dsvbench.methods import MethodFailed
+from dsvbench.methods import METHODS, MethodFailed, load_methods
 from dsvbench.models import create_model
 from tests.conftest import make_context, make_tiny_dataset
 
@@ -209,3 +209,18 @@ def test_dc_and_dd_run_with_batchnorm_networks():
     for build, recipe in ((build_dc, DC_FAST), (build_dd, DD_FAST)):
         condensed = build(make_context(DATASET, model_name="convnet_bn"), recipe)
         assert torch.isfinite(condensed.images).all()
+
+
+def test_dc_with_dsa_is_evaluated_with_dsa_for_1000_epochs():
+    from dsvbench.config import BenchConfig
+    from dsvbench.harness import column_eval_recipe
+    load_methods()
+    spec = METHODS.get("dc")
+    plain = column_eval_recipe(BenchConfig(methods=("dc",)), spec, "cifar10")
+    dsa = column_eval_recipe(BenchConfig(methods=("dc",), method_overrides=(("dc", "dsa", "true"),)),
+                             spec, "cifar10")
+    forced = column_eval_recipe(BenchConfig(methods=("dc",), method_overrides=(("dc", "dsa", "true"),),
+                                            eval_epochs=7), spec, "cifar10")
+    assert (plain.augment, plain.epochs) == ("none", 300)
+    assert (dsa.augment, dsa.epochs) == ("dsa", 1000)
+    assert (forced.augment, forced.epochs) == ("dsa", 7)

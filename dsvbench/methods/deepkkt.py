@@ -185,11 +185,13 @@ class DeepKKT:
         return total
 
     @torch.no_grad()
-    def fit_uniform_scale(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-        """The uniform λ = c > 0 minimizing L_stat: a log grid around the least-squares (or the
-        norm-matching) start, refined by golden section on log c."""
+    def fit_uniform_scale(self, inputs: torch.Tensor, labels: torch.Tensor,
+                          lam: torch.Tensor | None = None) -> float:
+        """The factor c > 0 minimizing L_stat of c·λ (λ = 1 when not given): a log grid around the
+        least-squares (or the norm-matching) start, refined by golden section on log c."""
+        lam = torch.ones(len(labels), device=inputs.device) if lam is None else lam
         with torch.enable_grad():
-            unit = self.total_grad(inputs, labels, torch.ones(len(labels), device=inputs.device))
+            unit = self.total_grad(inputs, labels, lam)
         dot = sum((t * g).sum() for t, g in zip(self.targets, unit))
         sq = sum(g.square().sum() for g in unit)
         if not (sq > 0):
@@ -233,15 +235,18 @@ class KKTRecipe:
     does not give them): ``params``, ``normalize``, ``beta``, ``optimizer``, ``lambda_scale``
     and the augmentation strengths — see the module docstring and the fields' comments.
     """
-    params: str = "sensitive"        # all | sensitive | classifier (module docstring)
+    params: str = "classifier"       # all | sensitive | classifier (module docstring; choice, measured)
     distance: str = "l1"             # l1 (Appendix B) | sq_l2 (Algorithm 1)
     sqrt: str = "signed"             # Appendix B's square root: signed | none
     normalize: str = "global"        # L_stat as the relative residual: none | global | tensor
     beta: float = 1.0                # L_kkt = L_primal + β·L_stat (choice; see recipe notes)
     gamma: float = 5.0               # manifold term weight γ (paper §5.1)
     alpha_lambda: float = 0.1        # α_λ (paper §5.1), step size on λ in units of its initial scale
-    optimizer: str = "adam"          # adam | sgd (Algorithm 1's plain steps); choice: adam
+    optimizer: str = "adam"          # steps on x: adam | sgd (Algorithm 1's plain steps); choice
+    lambda_optimizer: str = "sgd"    # steps on λ: sgd (Algorithm 1) | adam (measured: Adam's unit
+                                     # steps drive 99 % of the λ below 0 within a few dozen steps)
     lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | a number
+    rescale_every: int = 25          # every k steps λ ← c·λ with the best c > 0 (0 = never; choice)
     aug_flip: bool = True            # off on digit datasets (recipe_defaults)
     aug_shift: float = 0.125         # translation, fraction of the size (choice)
     aug_scale: float = 0.1           # zoom 1 ± scale (choice)
@@ -270,6 +275,17 @@ def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: s
         return float(how)
     except ValueError:
         raise ValueError(f"lambda_scale={how!r}; valid: fit, norm or a positive number") from None
+
+
+def rescale(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
+            step: int, every: int) -> float:
+    """The factor to multiply λ by at ``step``: the best uniform c > 0 for L_stat every ``every``
+    steps, 1 otherwise.  A common factor keeps the signs of λ (who survives) and the ranking (who
+    is selected); it only lets the scale of Σλ∇θL follow θ*, which Adam steps of a fixed size on
+    λ cannot do when the candidates' gradients grow or shrink by orders of magnitude (choice)."""
+    if every <= 0 or step == 0 or step % every:
+        return 1.0
+    return kkt.fit_uniform_scale(inputs, labels, lam)
 
 
 def make_optimizer(kind: str, tensor: torch.Tensor, lr: float) -> torch.optim.Optimizer:

@@ -16,7 +16,7 @@ import torch
 from ..config import DIGIT_DATASETS
 from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
 from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
-                      primal_loss, remove_negative)
+                      primal_loss, remove_negative, rescale)
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,13 @@ def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
     images, labels = ctx.train_images[pool], ctx.train_labels[pool]
     unit = lambda_unit(kkt, images, labels, recipe.lambda_scale)
     mu = torch.ones(len(pool), device=images.device, requires_grad=True)
-    optimizer = make_optimizer(recipe.optimizer, mu, recipe.alpha_lambda)
+    optimizer = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda)
     alive = torch.ones(len(pool), dtype=torch.bool, device=images.device)
     history = History(kkt, recipe.steps, recipe.history_points)
     keep = ctx.ipc if recipe.keep_per_class else 0
     for step in range(recipe.steps + 1):
         index = torch.nonzero(alive).flatten()
+        unit *= rescale(kkt, images[index], labels[index], unit * mu.detach()[index], step, recipe.rescale_every)
         lam = unit * mu.detach()[index]
         values = kkt.kkt(images[index], labels[index], lam, input_grad=False)
         check_finite("dsvs", values.stat, values.grad_lam)
