@@ -57,8 +57,8 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
 
 def pretrain_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> str:
     """Key of the Adam stage (the polish is cached on top of it, so changing it reuses the epochs)."""
-    return config_hash(dataset.name, dataset_fingerprint(dataset), model_name,
-                       dataclasses.replace(recipe, polish_steps=0))
+    adam_stage = {k: v for k, v in to_dict(recipe).items() if k != "polish_steps"}
+    return config_hash(dataset.name, dataset_fingerprint(dataset), model_name, adam_stage)
 
 
 def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe,
