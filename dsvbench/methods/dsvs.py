@@ -26,6 +26,12 @@ class DSVsRecipe(KKTRecipe):
     ``pool_per_class=0`` uses every training image), the step count, and ``correct_only``:
     θ* must classify a candidate correctly (primal feasibility, Eq. 4), which fixed pixels cannot
     repair, so misclassified images are left out of the pool.
+
+    Measured on digits (5 seeds, defaults): with the polished θ* the uniform λ = 1/(n·wd) over the
+    pool already gives an L1 residual of 0.16 on the clean images; the λ steps on
+    L_stat(X) + γ·L_stat(A(X)) end at 0.84 (the augmented term, γ = 5, dominates) and the
+    top-λ set retrains to 61.9 ± 3.0 against random's 70.9 ± 7.8.  ``--set dsvs.gamma=0``
+    optimizes the clean stationarity alone.
     """
     pool_per_class: int = 0          # candidates per class; 0 = all training images of the class
     steps: int = 200                 # λ steps (choice)
