@@ -159,3 +159,17 @@ def test_nan_in_the_model_fails_the_job_with_method_failed():
     spec = METHODS.get("dsvg")
     with pytest.raises(MethodFailed, match="NaN|non-finite|zero"):
         spec.build(ctx, dataclasses.replace(spec.make_recipe("tiny"), **spec.smoke))
+
+
+def test_dsvs_caches_the_predictions_of_theta_star_for_every_seed(tmp_path):
+    spec = METHODS.get("dsvs")
+    recipe = dataclasses.replace(spec.make_recipe("tiny"), pool_per_class=5, steps=2)
+    first = spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)
+    assert (tmp_path / "dsvs_predictions.pt").exists()
+    again = spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)
+    assert torch.equal(first.images, again.images)
+    state = torch.load(tmp_path / "dsvs_predictions.pt", weights_only=True)
+    state["predicted"] = (state["labels"] + 1) % 3          # θ* now "misclassifies" everything
+    torch.save(state, tmp_path / "dsvs_predictions.pt")
+    with pytest.raises(MethodFailed, match="eligible"):
+        spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)

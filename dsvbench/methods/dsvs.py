@@ -10,9 +10,11 @@ is computed by the harness from ``metadata["class_lambda_sums"]``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_torch_save
 from ..config import DIGIT_DATASETS
 from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
 from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
@@ -88,9 +90,7 @@ def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:
     labels = ctx.train_labels
     eligible = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
     if recipe.correct_only:
-        with torch.no_grad():
-            predicted = torch.cat([kkt.logits(chunk).argmax(1) for chunk in ctx.train_images.split(512)])
-        eligible = predicted == labels
+        eligible = _predictions(ctx, kkt) == labels
     pool = []
     for label in range(ctx.num_classes):
         members = torch.nonzero((labels == label) & eligible).flatten().cpu()
@@ -102,6 +102,20 @@ def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:
                                f"ipc={ctx.ipc}")
         pool.append(members)
     return torch.cat(pool).to(labels.device)
+
+
+def _predictions(ctx: BuildContext, kkt) -> torch.Tensor:
+    """θ*'s predicted class for every training image, cached with θ* (shared by all seeds)."""
+    path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "dsvs_predictions.pt"
+    if path is not None and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if torch.equal(state["labels"], ctx.train_labels.cpu()):
+            return state["predicted"].to(ctx.device)
+    with torch.no_grad():
+        predicted = torch.cat([kkt.logits(chunk).argmax(1) for chunk in ctx.train_images.split(512)])
+    if path is not None:
+        atomic_torch_save({"predicted": predicted.cpu(), "labels": ctx.train_labels.cpu()}, path)
+    return predicted
 
 
 def _select(ctx: BuildContext, kkt, pool: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
