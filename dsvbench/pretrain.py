@@ -5,6 +5,11 @@ training example and epoch, whether its (augmented) presentation was classified
 correctly — the training dynamics that the forgetting baseline reads (Toneva et al.
 count events between consecutive presentations).  The cache key is a hash of the
 dataset fingerprint, architecture and full recipe.
+
+Then, for DeepKKT, a *polish* (``PretrainRecipe.polish_steps``): the last linear layer is
+re-fitted on the frozen clean features to the exact minimum of CE + wd/2·‖W, b‖², so that
+θ*'s classifier is a stationary point (Eq. 6 of the DSV paper); it is cached as a second
+stage on top of the Adam checkpoint.
 """
 from __future__ import annotations
 
@@ -142,8 +147,8 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
                                    test_accuracy=state["test_accuracy"], key=key, path=path)
     classifier = getattr(model, "classifier", None)
     if not isinstance(classifier, nn.Linear) or not hasattr(model, "features"):
-        raise ValueError(f"polish_steps needs a model with .features() and a Linear .classifier; "
-                         f"set it to 0 for this model")
+        raise ValueError("polish_steps needs a model with .features() and a Linear .classifier; "
+                         "set it to 0 for this model")
     model.eval()
     with torch.no_grad():
         feats = torch.cat([model.features(chunk) for chunk in dataset.train_x.to(device).split(1024)])
