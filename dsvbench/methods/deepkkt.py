@@ -234,12 +234,17 @@ class KKTRecipe:
     Paper values: α_λ = 0.1, γ = 5, D = L1 with a square root (Appendix B).  Choices (the paper
     does not give them): ``params``, ``normalize``, ``beta``, ``optimizer``, ``lambda_scale``
     and the augmentation strengths — see the module docstring and the fields' comments.
+
+    β: with ``normalize="global"`` L_stat is the relative residual D(θ*, −G)/D(θ*, 0), 1 at λ = 0,
+    and L_primal is the mean cross-entropy of the misclassified candidates (≈ ln C ≈ 2.3 per
+    wrong candidate at a noise start, 0 once θ* classifies them), so β = 1 puts the two on the
+    same scale — the balance the paper asks for (its raw L_stat ran ~10× its L_primal).
     """
     params: str = "classifier"       # all | sensitive | classifier (module docstring; choice, measured)
     distance: str = "l1"             # l1 (Appendix B) | sq_l2 (Algorithm 1)
     sqrt: str = "signed"             # Appendix B's square root: signed | none
     normalize: str = "global"        # L_stat as the relative residual: none | global | tensor
-    beta: float = 1.0                # L_kkt = L_primal + β·L_stat (choice; see recipe notes)
+    beta: float = 1.0                # L_kkt = L_primal + β·L_stat (choice; see above)
     gamma: float = 5.0               # manifold term weight γ (paper §5.1)
     alpha_lambda: float = 0.1        # α_λ (paper §5.1), step size on λ in units of its initial scale
     optimizer: str = "adam"          # steps on x: adam | sgd (Algorithm 1's plain steps); choice
