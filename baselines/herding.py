@@ -13,13 +13,12 @@ example that pushes the chosen mean *away* from μ (a bug; SPEC §8b).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from dsvbench.atomic import atomic_torch_save
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
+from dsvbench.methods.base import cached_for_model
 from dsvbench.registry import UserError
 
 FEATURE_KINDS = ("pretrained", "random-init", "pixels")
@@ -96,20 +95,6 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tens
     return torch.cat(parts)
 
 
-def _cache_path(ctx: BuildContext, kind: str) -> Path | None:
-    return None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"herding_features_{kind}.pt"
-
-
-def _load_cached(path: Path | None, labels: torch.Tensor) -> torch.Tensor | None:
-    """The cached embedding if it exists and was made from a training set with these labels."""
-    if path is None or not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not torch.equal(state["labels"], labels.cpu()):
-        return None
-    return state["features"]
-
-
 def training_features(ctx: BuildContext, recipe: HerdingRecipe) -> torch.Tensor:
     """The N×d embedding of the training set in the recipe's feature space.
 
@@ -121,14 +106,8 @@ def training_features(ctx: BuildContext, recipe: HerdingRecipe) -> torch.Tensor:
         return ctx.train_images.flatten(1)
     if recipe.features == "random-init":
         return embed(ctx.fresh_model(), ctx.train_images, recipe.batch_size)
-    path = _cache_path(ctx, recipe.features)
-    cached = _load_cached(path, ctx.train_labels)
-    if cached is not None:
-        return cached.to(ctx.device)
-    features = embed(ctx.pretrained, ctx.train_images, recipe.batch_size)
-    if path is not None:
-        atomic_torch_save({"features": features.cpu(), "labels": ctx.train_labels.cpu()}, path)
-    return features
+    return cached_for_model(ctx, f"herding_features_{recipe.features}",
+                            lambda: embed(ctx.pretrained, ctx.train_images, recipe.batch_size))
 
 
 @register_method("herding", table_name="herding", group="selection", recipe=HerdingRecipe,

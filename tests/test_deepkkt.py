@@ -169,7 +169,7 @@ def test_dsvs_caches_the_predictions_of_theta_star_for_every_seed(tmp_path):
     again = spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)
     assert torch.equal(first.images, again.images)
     state = torch.load(tmp_path / "dsvs_predictions.pt", weights_only=True)
-    state["predicted"] = (state["labels"] + 1) % 3          # θ* now "misclassifies" everything
+    state["value"] = (state["labels"] + 1) % 3          # θ* now "misclassifies" everything
     torch.save(state, tmp_path / "dsvs_predictions.pt")
     with pytest.raises(MethodFailed, match="eligible"):
         spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)

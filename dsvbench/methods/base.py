@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..atomic import atomic_torch_save
 from ..models import InputShape, create_model
 from ..registry import Registry, UserError
 
@@ -212,3 +213,18 @@ def take_per_class(scores: torch.Tensor, labels: torch.Tensor, num_classes: int,
         order = torch.argsort(scores[members], descending=True, stable=True)
         chosen.append(members[order[:ipc]])
     return torch.cat(chosen)
+
+
+def cached_for_model(ctx: "BuildContext", name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A per-training-example tensor derived from θ*, cached under ``ctx.cache_dir`` (which
+    belongs to the pretrained model) as ``<name>.pt`` and reused by every seed; recomputed
+    when there is no cache dir or the cached file was made for other training labels."""
+    path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"{name}.pt"
+    if path is not None and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "value" in state and torch.equal(state["labels"], ctx.train_labels.cpu()):
+            return state["value"].to(ctx.device)
+    value = compute()
+    if path is not None:
+        atomic_torch_save({"value": value.cpu(), "labels": ctx.train_labels.cpu()}, path)
+    return value

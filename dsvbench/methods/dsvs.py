@@ -10,13 +10,11 @@ is computed by the harness from ``metadata["class_lambda_sums"]``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_torch_save
 from ..config import DIGIT_DATASETS
-from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
+from .base import BuildContext, CondensedSet, MethodFailed, cached_for_model, register_method, take_per_class
 from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
                       primal_loss, remove_negative, rescale)
 
@@ -107,16 +105,10 @@ def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:
 
 def _predictions(ctx: BuildContext, kkt) -> torch.Tensor:
     """θ*'s predicted class for every training image, cached with θ* (shared by all seeds)."""
-    path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / "dsvs_predictions.pt"
-    if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if torch.equal(state["labels"], ctx.train_labels.cpu()):
-            return state["predicted"].to(ctx.device)
-    with torch.no_grad():
-        predicted = torch.cat([kkt.logits(chunk).argmax(1) for chunk in ctx.train_images.split(512)])
-    if path is not None:
-        atomic_torch_save({"predicted": predicted.cpu(), "labels": ctx.train_labels.cpu()}, path)
-    return predicted
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([kkt.logits(chunk).argmax(1) for chunk in ctx.train_images.split(512)])
+    return cached_for_model(ctx, "dsvs_predictions", compute)
 
 
 def _select(ctx: BuildContext, kkt, pool: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
