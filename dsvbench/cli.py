@@ -5,6 +5,7 @@ Bad input is one line on stderr and exit code 2, checked before any work starts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -20,7 +21,7 @@ import torch
 from . import __version__
 from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run
+from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run, set_key
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .registry import UserError
@@ -229,13 +230,14 @@ def _main(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())
     _print_config(config)
-    _, pretrained = prepare(config, progress=not args.quiet)
+    dataset, pretrained = prepare(config, progress=not args.quiet)
     if pretrained is not None:
         print(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
               f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
     outcomes = run(config, progress=not args.quiet)
     notes = budget_notes(config)
-    records = [r for r in load_records(config.out) if _in_config(r, config)]
+    current = current_keys(config, dataset, pretrained)
+    records = [r for r in load_records(config.out) if _in_config(r, config, current)]
     summary = write_outputs(config.out, records, run_info(config, started, pretrained), notes,
                             config.reference_dataset)
     if not summary.empty:
@@ -248,9 +250,36 @@ def _main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _in_config(record: dict[str, Any], config: BenchConfig) -> bool:
-    return (record["method"] in config.methods and record["seed"] in config.seeds
-            and record["ipc"] == config.ipc and record["eval_index"] < config.evals_per_set)
+def _in_config(record: dict[str, Any], config: BenchConfig, current: dict[tuple[str, int], tuple]) -> bool:
+    """Only records of this command: its methods, seeds, IPC, and its exact recipes and θ*.
+
+    A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
+    default, another θ*) has another set key or evaluation recipe and stays out of the table.
+    """
+    expected = current.get((record["method"], record["seed"]))
+    return (expected is not None and record["ipc"] == config.ipc and record["eval_index"] < config.evals_per_set
+            and (record.get("set_key"), _json_normal(_prefixed(record, "eval."))) == expected)
+
+
+def current_keys(config: BenchConfig, dataset, pretrained) -> dict[tuple[str, int], tuple]:
+    """(method, seed) → (set key, evaluation recipe) that this command's records carry."""
+    load_methods()
+    keys = {}
+    for method in config.methods:
+        spec = METHODS.get(method)
+        recipe = method_recipe(config, spec, config.defaults_dataset)
+        evaluation = _json_normal(to_dict(column_eval_recipe(config, spec, config.defaults_dataset)))
+        for seed in config.seeds:
+            keys[(method, seed)] = (set_key(config, spec, recipe, dataset, pretrained, seed), evaluation)
+    return keys
+
+
+def _prefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
+
+
+def _json_normal(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _print_config(config: BenchConfig) -> None:

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -372,3 +373,17 @@ def test_cifar10_jpeg_full_copy_matches_its_readme(tmp_path):
     assert np.bincount(raw.test_labels).tolist() == [1000] * 10
     means = raw.train_images.reshape(-1, 3).mean(axis=0) / 255.0
     np.testing.assert_allclose(means, [0.4914, 0.4822, 0.4465], atol=5e-4)
+
+
+def test_normalization_does_not_depend_on_the_thread_count():
+    """Workers run with fewer torch threads than the main process; the cache keys must agree."""
+    from dsvbench.pretrain import dataset_fingerprint
+    threads = torch.get_num_threads()
+    prints = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            prints.append(dataset_fingerprint(load_dataset(DataConfig(name="digits"), None)))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(set(prints)) == 1

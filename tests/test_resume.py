@@ -64,3 +64,16 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
 
     third = run_cli(tmp_path, kill_at=-1)                           # nothing left to do
     assert third.returncode == 0 and (tmp_path / "builds.log").read_text().split() == builds
+
+
+def test_table_holds_only_the_current_recipes(tmp_path, capsys):
+    """Records an earlier command left in --out with another recipe stay out of the new table."""
+    from dsvbench.cli import main
+    common = ["--dataset", "digits", "--methods", "random", "--seeds", "2", "--quiet",
+              "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(common + ["--eval-epochs", "2"]) == 0
+    assert main(common + ["--eval-epochs", "3"]) == 0
+    capsys.readouterr()
+    assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 4     # both kept on disk
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 2 and set(results["eval.epochs"]) == {3}            # only the current one

@@ -87,8 +87,12 @@ def to_nchw_float(images: np.ndarray) -> torch.Tensor:
 def normalize(raw: RawSplits, name: str) -> ImageDataset:
     """Per-channel standardization with the training split's statistics."""
     train_x, test_x = to_nchw_float(raw.train_images), to_nchw_float(raw.test_images)
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3))
+    # float64 numpy reductions: the statistics (and so every normalized pixel, the dataset
+    # fingerprint and every cache key) do not depend on torch's thread count, which differs
+    # between the main process and joblib workers.
+    pixels = train_x.transpose(0, 1).reshape(train_x.shape[1], -1).numpy().astype(np.float64)
+    mean = torch.from_numpy(pixels.mean(axis=1)).float()
+    std = torch.from_numpy(pixels.std(axis=1, ddof=1)).float()
     view = (1, -1, 1, 1)
     return ImageDataset(
         name,
