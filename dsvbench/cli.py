@@ -196,7 +196,7 @@ def budget_notes(config: BenchConfig) -> list[str]:
     for method, field, value in config.method_overrides:
         notes.append(f"CHANGED RECIPE: {method}.{field}={value} (not the published default)")
     default_pretrain = PretrainRecipe.for_dataset(config.defaults_dataset)
-    if config.pretrain != default_pretrain:
+    if config.pretrain != default_pretrain and any(needs_pretrained(config)):
         notes.append(f"CHANGED PRETRAINING: {config.pretrain.epochs} epochs (default {default_pretrain.epochs})")
     if config.eval_recipe:
         notes.append(f"every column retrained with the '{config.eval_recipe}' recipe (not the published per-column recipes)")

@@ -129,3 +129,11 @@ def test_evals_per_set_retrains_several_networks_per_set(capsys, tmp_path):
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     assert code == 0 and sorted(results["eval_index"]) == [0, 1, 2] and set(results["seed"]) == {3}
     assert "3 (1)" in stdout                                   # 3 models from 1 seed
+
+
+@pytest.mark.parametrize("methods, noted", [(["random", "dc"], False), (["herding"], True)])
+def test_changed_pretraining_is_noted_only_when_a_method_uses_theta(methods, noted):
+    from dsvbench.cli import budget_notes, build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(
+        ["--dataset", "digits", "--pretrain-epochs", "3", "--methods", *methods]))
+    assert any("CHANGED PRETRAINING" in note for note in budget_notes(config)) == noted
