@@ -230,11 +230,11 @@ def _main(args: argparse.Namespace) -> int:
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())
     _print_config(config)
-    dataset, pretrained = prepare(config, progress=not args.quiet)
+    dataset, pretrained = prepare(config, progress=not args.quiet, dataset=dataset)
     if pretrained is not None:
         print(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
               f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
-    outcomes = run(config, progress=not args.quiet)
+    outcomes = run(config, progress=not args.quiet, loaded=(dataset, pretrained))
     notes = budget_notes(config)
     current = current_keys(config, dataset, pretrained)
     records = [r for r in load_records(config.out) if _in_config(r, config, current)]

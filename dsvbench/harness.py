@@ -79,9 +79,10 @@ def device_of(config: BenchConfig) -> torch.device:
     return torch.device(config.device)
 
 
-def prepare(config: BenchConfig, progress: bool = True) -> tuple[ImageDataset, Pretrained | None]:
-    """Load the dataset and (when a method needs it) the pretrained model, training it once."""
-    dataset = load_dataset(config.data, config.cache_dir)
+def prepare(config: BenchConfig, progress: bool = True,
+            dataset: ImageDataset | None = None) -> tuple[ImageDataset, Pretrained | None]:
+    """Load the dataset (unless given) and, when a method needs it, the pretrained model, training it once."""
+    dataset = dataset if dataset is not None else load_dataset(config.data, config.cache_dir)
     need_model, need_dynamics = needs_pretrained(config)
     pretrained = None
     if need_model:
@@ -254,9 +255,10 @@ def _run_job_safely(config: BenchConfig, job: Job, progress: bool, loaded=None) 
         return {"job": job, "records": [], "error": message}
 
 
-def run(config: BenchConfig, progress: bool = True) -> list[dict[str, Any]]:
+def run(config: BenchConfig, progress: bool = True,
+        loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
     """Run every pending job; returns one outcome per job ({job, records, error})."""
-    loaded = prepare(config, progress)
+    loaded = loaded or prepare(config, progress)
     jobs = plan(config)
     if config.jobs == 1:
         outcomes = []
