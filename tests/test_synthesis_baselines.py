@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsvbench.baselines.dc import DCRecipe, _class_matching_loss, build_dc, layer_distance, matching_distance
+from dsvbench.baselines.dc import (DCRecipe, _class_matching_loss, _matching_loss, build_dc, layer_distance,
+                                   matching_distance)
 from dsvbench.baselines.dd import DDRecipe, build_dd, dd_defaults, unrolled_loss
 from dsvbench.dsa import OPS, DSAParams, dsa_augment, dsa_siamese
 from dsvbench.methods import METHODS, MethodFailed, load_methods
@@ -144,7 +145,25 @@ def test_progress_reports_the_loss():
     ctx = make_context(DATASET)
     ctx.progress = lambda **metrics: reports.append(metrics)
     build_dc(ctx, DC_FAST)
-    assert [r["step"] for r in reports] == [1, 2] and all(r["total"] == 2 and r["loss"] > 0 for r in reports)
+    # reported at the logging interval (a host sync) and at the end, not every iteration
+    assert [r["step"] for r in reports] == [2] and all(r["total"] == 2 and r["loss"] > 0 for r in reports)
+
+
+@pytest.mark.parametrize("model", ["convnet_tiny", "convnet_bn", "mlp"])
+def test_dc_all_class_gradients_in_one_pass_equal_per_class_autograd(model):
+    # The batched matching loss (one forward/backward, per-class weight gradients as grouped
+    # products) must give the loss and image gradient of ten separate per-class autograd calls.
+    net = create_model(model, DATASET.shape, generator(3)).eval()
+    side, channels = DATASET.shape.size, DATASET.shape.channels
+    reals = [torch.randn(3 + c, channels, side, side, generator=generator(c)) for c in range(DATASET.num_classes)]
+    syn = torch.randn(DATASET.num_classes, channels, side, side, generator=generator(9), requires_grad=True)
+    per_class = sum(_class_matching_loss(net, reals[c], syn[c:c + 1], c, DCRecipe(), generator())
+                    for c in range(DATASET.num_classes))
+    expected, = torch.autograd.grad(per_class, syn)
+    batched = _matching_loss(net, list(reals), syn, 1, DCRecipe(), generator())
+    got, = torch.autograd.grad(batched, syn)
+    assert batched.item() == pytest.approx(per_class.item(), rel=1e-5)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- DSA
