@@ -244,7 +244,8 @@ def _main(args: argparse.Namespace) -> int:
         print(render_text(summary, notes))
     failed = [o for o in outcomes if o["error"]]
     for outcome in failed:
-        print(f"dsvbench: job {outcome['job'].method} seed {outcome['job'].seed} failed: {outcome['error']}",
+        seeds = ", ".join(map(str, outcome["task"].seeds))
+        print(f"dsvbench: {outcome['task'].method} seed {seeds} failed: {outcome['error']}",
               file=sys.stderr)
     print(f"outputs in {config.out} ({time.time() - started:.0f} s)")
     return 1 if failed else 0

@@ -30,13 +30,25 @@ from .methods import METHODS, BuildContext, CondensedSet, MethodSpec, load_metho
 from .models import create_model
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
 from .progress import progress_bar
-from .training import per_class_accuracy, predict, retrain_many
+from .training import per_class_accuracy, predict, retrain_population
 
 
 @dataclass(frozen=True)
 class Job:
     method: str
     seed: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: build the sets of ``seeds`` of one column (batched when the method can),
+    then retrain all of them as one stacked population."""
+    method: str
+    seeds: tuple[int, ...]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [Job(self.method, seed) for seed in self.seeds]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -71,8 +83,13 @@ def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:
     return any(s.needs_model or s.needs_dynamics for s in specs), any(s.needs_dynamics for s in specs)
 
 
-def plan(config: BenchConfig) -> list[Job]:
-    return [Job(method, seed) for method in config.methods for seed in config.seeds]
+def plan(config: BenchConfig) -> list[Task]:
+    """One task per column with all its seeds (one process per GPU batches them), or, with
+    ``--jobs N`` on CPU, each column's seeds split into N chunks that run in parallel."""
+    chunks = 1 if config.jobs <= 1 or device_of(config).type != "cpu" else config.jobs
+    size = max(1, -(-len(config.seeds) // chunks))
+    return [Task(method, tuple(config.seeds[i:i + size]))
+            for method in config.methods for i in range(0, len(config.seeds), size)]
 
 
 def device_of(config: BenchConfig) -> torch.device:
@@ -107,41 +124,51 @@ def eval_key(config: BenchConfig, set_key_: str, recipe: Any) -> str:
     return config_hash(set_key_, recipe, config.retrain_model)
 
 
-def run_job(config: BenchConfig, job: Job, progress: bool = True,
-            loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
-    """Build (or load) one condensed set and retrain on it ``evals_per_set`` times."""
+def run_task(config: BenchConfig, task: Task, progress: bool = True,
+             loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
+    """Build (or load) the sets of the task's seeds, then retrain every pending (set, eval) of
+    them as one stacked population; one record per (seed, eval), written as soon as it exists."""
     load_methods()
     dataset, pretrained = loaded or prepare(config, progress=False)
-    spec = METHODS.get(job.method)
+    spec = METHODS.get(task.method)
     device = device_of(config)
     recipe = method_recipe(config, spec, config.defaults_dataset)
-    key = set_key(config, spec, recipe, dataset, pretrained, job.seed)
-    out = Path(config.out)
     evaluation = column_eval_recipe(config, spec, config.defaults_dataset)
-    ekey = eval_key(config, key, evaluation)
-    pending = [e for e in range(config.evals_per_set)
-               if not (out / "records" / f"{record_name(job, e, ekey)}.json").exists()]
-    if not pending:
+    out = Path(config.out)
+    todo = []   # (job, set key, eval key, pending eval indices)
+    for job in task.jobs:
+        key = set_key(config, spec, recipe, dataset, pretrained, job.seed)
+        ekey = eval_key(config, key, evaluation)
+        pending = [e for e in range(config.evals_per_set)
+                   if not (out / "records" / f"{record_name(job, e, ekey)}.json").exists()]
+        if pending:
+            todo.append((job, key, ekey, pending))
+    if not todo:
         return []
-    condensed, build_info = _build_or_load(config, spec, recipe, key, dataset, pretrained, job, progress)
-    _export_set(out, job, condensed, dataset)
-    diagnostics = _diagnostics(condensed, pretrained, dataset)
-    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    images, labels = condensed.images.to(device), condensed.labels.to(device)
-    records = []
-    generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for e in pending]
+    built = _build_or_load(config, spec, recipe, dataset, pretrained, [(job, key) for job, key, _, _ in todo],
+                           progress)
+    items, infos = [], []
+    for (job, key, ekey, pending), (condensed, build_info) in zip(todo, built):
+        _export_set(out, job, condensed, dataset)
+        infos.append({**build_info, **_diagnostics(condensed, pretrained, dataset)})
+        images, labels = condensed.images.to(device), condensed.labels.to(device)
+        items += [(job, key, ekey, e, images, labels, infos[-1]) for e in pending]
+    generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for job, _, _, e, *_ in items]
     models = [create_model(config.retrain_model, dataset.shape, g).to(device) for g in generators]
-    results = retrain_many(models, generators, images, labels, test_x, test_y, evaluation)
-    for eval_index, result in zip(pending, results):
+    results = retrain_population(models, generators, [(item[4], item[5]) for item in items],
+                                 dataset.test_x.to(device), dataset.test_y.to(device), evaluation)
+    records = []
+    for (job, key, ekey, eval_index, _, _, info), result in zip(items, results):
         record = {
             "method": spec.name, "table_name": spec.table_name, "group": spec.group, "order": spec.order,
             "seed": job.seed, "eval_index": eval_index, "test_accuracy": result.test_accuracy,
             "set_train_accuracy": result.train_accuracy, "retrain_seconds": result.seconds,
+            "retrain_population": len(items),
             "dataset": dataset.name, "ipc": config.ipc, "model": config.model,
             "eval_model": config.retrain_model, "needs": spec.needs, "device": str(device),
             "set_key": key, "pretrain_key": pretrained.key if pretrained else None,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **build_info, **diagnostics,
+            **info,
             **{f"eval.{k}": v for k, v in to_dict(evaluation).items()},
             **{f"recipe.{k}": v for k, v in to_dict(recipe).items()},
         }
@@ -150,48 +177,70 @@ def run_job(config: BenchConfig, job: Job, progress: bool = True,
     return records
 
 
-def _build_or_load(config, spec, recipe, key, dataset, pretrained, job, progress):
-    cache_file = Path(config.cache_dir) / "sets" / f"{spec.name}-{key}.pt"
-    if cache_file.exists():
-        state = torch.load(cache_file, weights_only=False)
-        return CondensedSet.from_state_dict(state["set"]), state["build_info"]
+def make_context(config: BenchConfig, spec: MethodSpec, seed: int, dataset: ImageDataset,
+                 pretrained: Pretrained | None, progress: Any = None) -> BuildContext:
+    """The context a method gets for ``seed``: only what it declared, a generator seeded from ``seed``."""
     device = device_of(config)
-    generator = torch.Generator().manual_seed(job.seed)
-    bars: list = []  # created on the first report, so methods without progress show none
-
-    def report(step: int | None = None, total: int | None = None, **metrics: Any) -> None:
-        if not progress:
-            return
-        if not bars:
-            bars.append(progress_bar(total=total, desc=f"{spec.name} seed {job.seed}"))
-        bar = bars[0]
-        if total is not None and bar.total != total:
-            bar.reset(total=total)
-        if step is not None:
-            bar.update(step - bar.n)
-        if metrics:
-            bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in metrics.items()},
-                            refresh=False)
-
-    ctx = BuildContext(
+    return BuildContext(
         method=spec.name, num_classes=dataset.num_classes, ipc=config.ipc, shape=dataset.shape,
-        generator=generator, device=device, model_name=config.model, dataset_name=dataset.name,
-        mean=dataset.mean, std=dataset.std, progress=report,
+        generator=torch.Generator().manual_seed(seed), device=device, model_name=config.model,
+        dataset_name=dataset.name, mean=dataset.mean, std=dataset.std,
+        progress=progress or (lambda **metrics: None),
         cache_dir=pretrained.cache_dir if pretrained else Path(config.cache_dir) / "method-cache",
         _train=(dataset.train_x.to(device), dataset.train_y.to(device)) if spec.needs_data else None,
         _pretrained=copy.deepcopy(pretrained.model).to(device).eval() if (pretrained and spec.needs_model) else None,
         _dynamics=pretrained.dynamics if (pretrained and spec.needs_dynamics) else None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    try:
-        condensed = spec.build(ctx, recipe)
-    finally:
-        for bar in bars:
-            bar.close()
-    build_info = {"build_seconds": time.perf_counter() - start, **_peak_memory(device)}
-    atomic_torch_save({"set": condensed.state_dict(), "build_info": build_info}, cache_file)
-    return condensed, build_info
+
+
+def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progress):
+    """(set, build_info) per (job, key): from the cache, else built — all uncached seeds in one
+    ``build_all`` call (batched when the method has ``build_many``) and cached one by one."""
+    cache = {key: Path(config.cache_dir) / "sets" / f"{spec.name}-{key}.pt" for _, key in jobs_keys}
+    found = {}
+    for _, key in jobs_keys:
+        if cache[key].exists():
+            state = torch.load(cache[key], weights_only=False)
+            found[key] = (CondensedSet.from_state_dict(state["set"]), state["build_info"])
+    missing = [(job, key) for job, key in jobs_keys if key not in found]
+    if missing:
+        device = device_of(config)
+        bars: list = []  # created on the first report, so methods without progress show none
+        seeds = ",".join(str(job.seed) for job, _ in missing)
+
+        def report(step: int | None = None, total: int | None = None, **metrics: Any) -> None:
+            if not progress:
+                return
+            if not bars:
+                bars.append(progress_bar(total=total, desc=f"{spec.name} seed {seeds}"))
+            bar = bars[0]
+            if total is not None and bar.total != total:
+                bar.reset(total=total)
+            if step is not None:
+                bar.update(step - bar.n)
+            if metrics:
+                bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in metrics.items()},
+                                refresh=False)
+
+        contexts = [make_context(config, spec, job.seed, dataset, pretrained, report) for job, _ in missing]
+        # batched: all missing seeds in one call; otherwise one by one, each set cached as it is done
+        groups = [list(range(len(missing)))] if spec.build_many else [[i] for i in range(len(missing))]
+        try:
+            for group in groups:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                start = time.perf_counter()
+                sets = spec.build_all([contexts[i] for i in group], recipe)
+                seconds = time.perf_counter() - start
+                for i, condensed in zip(group, sets):
+                    build_info = {"build_seconds": seconds / len(group), "build_batch": len(group),
+                                  **_peak_memory(device)}
+                    key = missing[i][1]
+                    atomic_torch_save({"set": condensed.state_dict(), "build_info": build_info}, cache[key])
+                    found[key] = (condensed, build_info)
+        finally:
+            for bar in bars:
+                bar.close()
+    return [found[key] for _, key in jobs_keys]
 
 
 def _peak_memory(device: torch.device) -> dict[str, Any]:
@@ -241,51 +290,53 @@ def failure_path(out: Path, job: Job) -> Path:
     return out / "records" / "failed" / f"{job.method}-seed{job.seed}.json"
 
 
-def _run_job_safely(config: BenchConfig, job: Job, progress: bool, loaded=None) -> dict[str, Any]:
-    """Run one job; any exception becomes a failure record (the other jobs go on)."""
+def _run_task_safely(config: BenchConfig, task: Task, progress: bool, loaded=None) -> dict[str, Any]:
+    """Run one task; any exception becomes a failure record for its seeds (the other tasks go on)."""
     out = Path(config.out)
-    failure_path(out, job).unlink(missing_ok=True)
+    for job in task.jobs:
+        failure_path(out, job).unlink(missing_ok=True)
     try:
-        records = run_job(config, job, progress, loaded)
-        return {"job": job, "records": records, "error": None}
-    except Exception as error:  # noqa: BLE001 - reported per job, others continue
+        records = run_task(config, task, progress, loaded)
+        return {"task": task, "records": records, "error": None}
+    except Exception as error:  # noqa: BLE001 - reported per task, others continue
         message = f"{type(error).__name__}: {error}".splitlines()[0]
-        atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed, "error": message,
-                                                   "traceback": traceback.format_exc()})
-        return {"job": job, "records": [], "error": message}
+        for job in task.jobs:
+            atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed, "error": message,
+                                                       "traceback": traceback.format_exc()})
+        return {"task": task, "records": [], "error": message}
 
 
 def run(config: BenchConfig, progress: bool = True,
         loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
-    """Run every pending job; returns one outcome per job ({job, records, error})."""
+    """Run every pending task; returns one outcome per task ({task, records, error})."""
     loaded = loaded or prepare(config, progress)
-    jobs = plan(config)
+    tasks = plan(config)
     if config.jobs == 1:
         outcomes = []
-        for job in jobs:
-            outcomes.append(_run_job_safely(config, job, progress, loaded))
+        for task in tasks:
+            outcomes.append(_run_task_safely(config, task, progress, loaded))
             _announce(outcomes[-1])
         return outcomes
     threads = max(1, torch.get_num_threads() // config.jobs)
     parallel = Parallel(n_jobs=config.jobs, backend=config.backend, return_as="generator_unordered")
     outcomes = []
-    for outcome in parallel(delayed(_worker)(config, job, threads) for job in jobs):
+    for outcome in parallel(delayed(_worker)(config, task, threads) for task in tasks):
         outcomes.append(outcome)
         _announce(outcome)
     return outcomes
 
 
-def _worker(config: BenchConfig, job: Job, threads: int) -> dict[str, Any]:
+def _worker(config: BenchConfig, task: Task, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    return _run_job_safely(config, job, progress=False)
+    return _run_task_safely(config, task, progress=False)
 
 
 def _announce(outcome: dict[str, Any]) -> None:
-    job = outcome["job"]
+    task = outcome["task"]
     if outcome["error"]:
-        print(f"[failed] {job.method} seed {job.seed}: {outcome['error']}", file=sys.stderr, flush=True)
+        seeds = ", ".join(map(str, task.seeds))
+        print(f"[failed] {task.method} seed {seeds}: {outcome['error']}", file=sys.stderr, flush=True)
     for record in outcome["records"]:
-        print(f"[done] {job.method} seed {job.seed} eval {record['eval_index']}: "
+        print(f"[done] {task.method} seed {record['seed']} eval {record['eval_index']}: "
               f"{record['test_accuracy']:.2f}% (build {record['build_seconds']:.1f}s, "
               f"retrain {record['retrain_seconds']:.1f}s)", file=sys.stderr, flush=True)
-

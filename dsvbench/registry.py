@@ -29,6 +29,12 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def replace(self, name: str, entry: T) -> T:
+        """Swap the entry of an already registered ``name`` (e.g. to attach a batched builder)."""
+        self.get(name)
+        self._entries[name] = entry
+        return entry
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
         return lambda entry: self.add(name, entry)

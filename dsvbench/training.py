@@ -112,16 +112,23 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
                          accuracy(model, images, labels), final_loss, time.perf_counter() - start)
 
 
-def retrain_many(models: list[nn.Module], generators: list[torch.Generator], images: torch.Tensor,
-                 labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
-                 recipe: EvalRecipe) -> list[RetrainResult]:
-    """Retrain several fresh networks on one set: stacked (one vmap-ed pass) when the
-    architecture allows it, else one after another; the numbers agree either way."""
-    from .vectorized import supports_stacking, train_stacked
-    if len(models) == 1 or not supports_stacking(models[0]):
-        return [retrain(m, images, labels, test_images, test_labels, recipe, g) for m, g in zip(models, generators)]
-    start = time.perf_counter()
-    train_stacked(models, images, labels, recipe, generators)
-    seconds = (time.perf_counter() - start) / len(models)
-    return [RetrainResult(accuracy(m, test_images, test_labels, recipe.test_batch_size), accuracy(m, images, labels),
-                          float("nan"), seconds) for m in models]
+def retrain_population(models: list[nn.Module], generators: list[torch.Generator],
+                       sets: list[tuple[torch.Tensor, torch.Tensor]], test_images: torch.Tensor,
+                       test_labels: torch.Tensor, recipe: EvalRecipe) -> list[RetrainResult]:
+    """Retrain model m on set m (all of one column: seeds × evals): one stacked population per
+    set size when the architecture allows it, else one after another; the numbers agree."""
+    from .vectorized import evaluate_stacked, supports_stacking, train_stacked
+    if not supports_stacking(models[0]):
+        return [retrain(m, x, y, test_images, test_labels, recipe, g) for m, g, (x, y) in zip(models, generators, sets)]
+    results: list[RetrainResult | None] = [None] * len(models)
+    for size in sorted({len(y) for _, y in sets}):
+        members = [i for i, (_, y) in enumerate(sets) if len(y) == size]
+        start = time.perf_counter()
+        group = [models[i] for i in members]
+        train_stacked(group, [sets[i][0] for i in members], [sets[i][1] for i in members], recipe,
+                      [generators[i] for i in members])
+        test = evaluate_stacked(group, test_images, test_labels, recipe.test_batch_size)
+        seconds = (time.perf_counter() - start) / len(members)
+        for i, accuracy_ in zip(members, test):
+            results[i] = RetrainResult(accuracy_, accuracy(models[i], *sets[i]), float("nan"), seconds)
+    return results

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from .augment import augment
+from .augment import apply, draw, merge
 from .config import EvalRecipe
 
 Stacked = dict[str, torch.Tensor]
@@ -28,11 +28,17 @@ def supports_stacking(model: nn.Module) -> bool:
     return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def train_stacked(models: list[nn.Module], images: torch.Tensor, labels: torch.Tensor, recipe: EvalRecipe,
+def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Tensor],
+                  labels: torch.Tensor | list[torch.Tensor], recipe: EvalRecipe,
                   generators: list[torch.Generator]) -> None:
-    """Train ``models`` (same architecture) in place, each with its own generator."""
+    """Train ``models`` (same architecture) in place, each with its own generator — on one shared
+    set (tensors) or each on its own set (lists, one per model, all of the same size)."""
     if len(models) != len(generators):
         raise ValueError("one generator per model is needed")
+    sets_x = images if isinstance(images, (list, tuple)) else [images] * len(models)
+    sets_y = labels if isinstance(labels, (list, tuple)) else [labels] * len(models)
+    if len({len(y) for y in sets_y}) != 1:
+        raise ValueError("stacked training needs sets of equal size")
     params, buffers = stack_module_state(models)
     params = {k: v.detach().clone() for k, v in params.items()}
     skeleton = copy.deepcopy(models[0]).to("meta")
@@ -40,25 +46,22 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor, labels: torch.T
     def loss(p: Stacked, b: Stacked, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(skeleton, (p, b), (x,)), y)
 
-    gradients = vmap(grad(loss), in_dims=(0, 0, 0, None))
+    gradients = vmap(grad(loss), in_dims=(0, 0, 0, 0))
     momentum: Stacked = {}
     lr = recipe.lr
     decay_epoch = int(recipe.epochs * recipe.lr_decay_at) + 1
+    size = len(sets_y[0])
     for epoch in range(recipe.epochs):
         if epoch == decay_epoch:
             lr *= 0.1
-        orders = [torch.randperm(len(labels), generator=g).split(recipe.batch_size) for g in generators]
+        orders = [torch.randperm(size, generator=g).split(recipe.batch_size) for g in generators]
         for step in range(len(orders[0])):
-            batches = [order[step].to(images.device) for order in orders]
-            inputs = torch.stack([augment(images[b], recipe.augment, g) for b, g in zip(batches, generators)])
-            targets = labels[batches[0]] if _same(batches) else None
-            if targets is None:  # different label order per model: vmap over targets too
-                grads = vmap(grad(loss), in_dims=(0, 0, 0, 0))(params, buffers, inputs,
-                                                              torch.stack([labels[b] for b in batches]))
-            else:
-                grads = gradients(params, buffers, inputs, targets)
+            batches = [order[step].to(x.device) for order, x in zip(orders, sets_x)]
+            inputs = augment_population([x[b] for x, b in zip(sets_x, batches)], recipe.augment, generators)
+            targets = torch.stack([y[b] for y, b in zip(sets_y, batches)])
+            grads = gradients(params, buffers, inputs, targets)
             if recipe.optimizer == "sam":
-                grads = _sam_gradients(params, buffers, grads, inputs, targets, labels, batches, recipe.sam_rho, loss)
+                grads = _sam_gradients(params, buffers, grads, inputs, targets, recipe.sam_rho, gradients)
             _sgd_step(params, grads, momentum, lr, recipe.momentum, recipe.weight_decay)
     with torch.no_grad():
         for index, model in enumerate(models):
@@ -66,19 +69,37 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor, labels: torch.T
                 parameter.copy_(params[name][index])
 
 
-def _same(batches: list[torch.Tensor]) -> bool:
-    return all(torch.equal(batches[0], b) for b in batches[1:])
+def augment_population(batches: list[torch.Tensor], kind: str, generators: list[torch.Generator]) -> torch.Tensor:
+    """Augment model m's batch with model m's generator (the draws of a one-by-one run), applied
+    to all batches in one call: parameters drawn per model, one stacked apply."""
+    if kind == "dsa":   # DSA draws its op per call: applied batch by batch, each with its generator
+        from .dsa import dsa_augment
+        return torch.stack([dsa_augment(batch, g) for batch, g in zip(batches, generators)])
+    parameters = [draw(kind, batch.shape, g) for batch, g in zip(batches, generators)]
+    flat = apply(torch.cat(batches), kind, merge(parameters))
+    return flat.view(len(batches), *batches[0].shape)
 
 
-def _sam_gradients(params, buffers, grads, inputs, targets, labels, batches, rho, loss):
+@torch.no_grad()
+def evaluate_stacked(models: list[nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                     batch_size: int = 512) -> list[float]:
+    """Top-1 accuracy (percent) of every model on one set, all models in one vmap-ed forward."""
+    params, buffers = stack_module_state([m.eval() for m in models])
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    forward = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))
+    if len(labels) == 0:
+        return [float("nan")] * len(models)
+    hits = torch.cat([forward(params, buffers, chunk).argmax(-1) == target
+                      for chunk, target in zip(images.split(batch_size), labels.split(batch_size))], dim=1)
+    return [100.0 * rate for rate in hits.float().mean(1).tolist()]   # as training.accuracy rounds it
+
+
+def _sam_gradients(params, buffers, grads, inputs, targets, rho, gradients):
     """Gradients at w + ρ g/‖g‖ (‖g‖ per network over all its parameters), SAM's first step."""
     squared = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
     scale = rho / (squared.sqrt() + 1e-12)
     perturbed = {k: p + scale.view(-1, *[1] * (p.dim() - 1)) * grads[k] for k, p in params.items()}
-    if targets is None:
-        return vmap(grad(loss), in_dims=(0, 0, 0, 0))(perturbed, buffers, inputs,
-                                                      torch.stack([labels[b] for b in batches]))
-    return vmap(grad(loss), in_dims=(0, 0, 0, None))(perturbed, buffers, inputs, targets)
+    return gradients(perturbed, buffers, inputs, targets)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import pytest
 
 from dsvbench.cli import main
 
-FAST = ["--dataset", "digits", "--pretrain-epochs", "2", "--eval-epochs", "5", "--quiet"]
+FAST = ["--dataset", "digits", "--pretrain-epochs", "2", "--eval-epochs", "30", "--quiet"]
 
 
 def run_cli(capsys, *argv):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dsvbench.augment import augment, dc_augment, random_crop
+from dsvbench.augment import apply, augment, draw, merge
 from dsvbench.config import EvalRecipe, eval_recipe
 from dsvbench.models import MODELS, InputShape, create_model
 from dsvbench.training import accuracy, retrain, train_on_set
@@ -19,8 +19,9 @@ def test_every_model_maps_images_to_logits(name, shape):
 def test_convnet_geometry_follows_dc_reference():
     # 28×28: first conv padding 3 -> 32 -> 16 -> 8 -> 4: linear on 128·4·4.
     assert create_model("convnet", InputShape(1, 28, 10)).embed_dim == 128 * 4 * 4
-    # 8×8 digits: two blocks -> 2×2 map.
-    assert create_model("convnet", InputShape(1, 8, 10)).embed_dim == 128 * 2 * 2
+    # 8×8 digits: two blocks -> 2×2 map, width 16 (the documented small-input choice).
+    assert create_model("convnet", InputShape(1, 8, 10)).embed_dim == 16 * 2 * 2
+    assert create_model("convnet", InputShape(3, 32, 10)).embed_dim == 128 * 4 * 4
 
 
 def test_model_init_is_deterministic_per_generator():
@@ -33,7 +34,7 @@ def test_model_init_is_deterministic_per_generator():
 
 def test_random_crop_moves_content_within_padding():
     x = torch.arange(16.0).view(1, 1, 4, 4) + 1
-    out = random_crop(x.repeat(50, 1, 1, 1), 1, torch.Generator().manual_seed(0))
+    out = augment(x.repeat(50, 1, 1, 1), "crop", torch.Generator().manual_seed(0))   # pad 1 on 4×4
     assert out.shape == (50, 1, 4, 4)
     # every output pixel is either padding (0) or an input pixel
     assert set(out.unique().tolist()) <= set(range(0, 17))
@@ -47,7 +48,18 @@ def test_augmentations_keep_shape_and_follow_the_generator():
         b = augment(x, kind, torch.Generator().manual_seed(1))
         assert a.shape == x.shape and torch.equal(a, b)
     assert torch.equal(augment(x, "none", torch.Generator()), x)
-    assert not torch.equal(dc_augment(x, torch.Generator().manual_seed(1)), x)
+    assert not torch.equal(augment(x, "dc", torch.Generator().manual_seed(1)), x)
+
+
+def test_drawn_parameters_of_several_batches_apply_as_one_call():
+    # A population draws per network (its own generator) and applies once: the same images as
+    # augmenting each batch with its own generator.
+    batches = [torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    for kind in ("crop", "flip_crop", "dc"):
+        one_by_one = [augment(b, kind, torch.Generator().manual_seed(10 + i)) for i, b in enumerate(batches)]
+        params = [draw(kind, b.shape, torch.Generator().manual_seed(10 + i)) for i, b in enumerate(batches)]
+        together = apply(torch.cat(batches), kind, merge(params))
+        assert torch.allclose(together, torch.cat(one_by_one), atol=1e-6)
 
 
 def test_recipes_have_the_published_defaults():

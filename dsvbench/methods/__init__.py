@@ -10,10 +10,10 @@ import pkgutil
 from importlib.metadata import entry_points
 
 from .base import (METHODS, AccessDenied, BuildContext, CondensedSet, MethodFailed, MethodSpec,
-                   register_method, take_per_class)
+                   batched_builder, register_method, take_per_class)
 
 __all__ = ["METHODS", "AccessDenied", "BuildContext", "CondensedSet", "MethodFailed", "MethodSpec",
-           "register_method", "take_per_class", "load_methods"]
+           "batched_builder", "register_method", "take_per_class", "load_methods"]
 
 BUILTIN_MODULES = ("dsvbench.baselines",)
 _loaded = False

@@ -133,6 +133,18 @@ class MethodSpec:
     order: int = 100                # column order within its group (Table 1)
     recipe_defaults: Callable[[str], dict[str, Any]] | None = None  # dataset name -> overrides
     smoke: dict[str, Any] = field(default_factory=dict)  # tiny budgets for the registry-wide tests
+    # Optional: build the sets of several seeds in one call (one optimization over all seeds'
+    # candidates, stacked networks, ...).  Seed s's set must be what ``build`` gives for seed s.
+    build_many: Callable[[list[BuildContext], Any], list[CondensedSet]] | None = None
+
+    def build_all(self, contexts: list[BuildContext], recipe: Any) -> list[CondensedSet]:
+        """The sets of ``contexts`` (one per seed): batched when the method has ``build_many``."""
+        if self.build_many is not None and len(contexts) > 1:
+            sets = self.build_many(contexts, recipe)
+            if len(sets) != len(contexts):
+                raise MethodFailed(f"{self.name}: build_many returned {len(sets)} sets for {len(contexts)} seeds")
+            return sets
+        return [self.build(ctx, recipe) for ctx in contexts]
 
     @property
     def needs(self) -> str:
@@ -196,6 +208,17 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
         METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
                                      needs_model, needs_dynamics, order, recipe_defaults, dict(smoke or {})))
         return build
+    return decorator
+
+
+def batched_builder(name: str):
+    """Decorator: register ``build_many(contexts, recipe) -> [CondensedSet]`` for method ``name``
+    (registered before with :func:`register_method`); the harness then builds all seeds of a
+    column in one call.  ``build`` stays the single-seed entry point."""
+    def decorator(build_many):
+        spec = METHODS.get(name)
+        METHODS.replace(name, dataclasses.replace(spec, build_many=build_many))
+        return build_many
     return decorator
 
 

@@ -359,23 +359,7 @@ def select_params(model: nn.Module, theta: dict[str, torch.Tensor], which: str) 
     return [n for n in theta if n not in invariant]
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, scale: float,
-            brightness: float, contrast: float) -> torch.Tensor:
-    """Differentiable A(X) for the manifold term: per image a random translation (up to
-    ``shift``·size), zoom (1 ± ``scale``), optional horizontal flip, brightness (± ``brightness``,
-    normalized units) and contrast (1 ± ``contrast``).  Randomness from ``generator`` (CPU)."""
-    n = len(x)
-    u = torch.rand(n, 6, generator=generator).to(x.device, x.dtype) * 2 - 1
-    zoom = 1 + scale * u[:, 2]
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = zoom * (torch.where(u[:, 3] < 0, -1.0, 1.0) if flip else 1.0)
-    theta[:, 1, 1] = zoom
-    theta[:, :, 2] = 2 * shift * u[:, :2]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * (1 + contrast * u[:, 4]).view(-1, 1, 1, 1) + mean
-    return out + brightness * u[:, 5].view(-1, 1, 1, 1)
+from ..augment import manifold as augment  # noqa: E402  (A(X) lives in the one augmentation module)
 
 
 def remove_negative(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor,
