@@ -125,13 +125,17 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return apply(x, kind, draw(kind, x.shape, generator))
 
 
-def manifold(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, scale: float,
-             brightness: float, contrast: float) -> torch.Tensor:
+def manifold_draw(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The parameters of :func:`manifold_apply` for n images: one bulk draw of 6 uniforms in [-1, 1)."""
+    return torch.rand(n, 6, generator=generator, device=generator.device) * 2 - 1
+
+
+def manifold_apply(x: torch.Tensor, u: torch.Tensor, flip: bool, shift: float, scale: float,
+                   brightness: float, contrast: float) -> torch.Tensor:
     """Differentiable A(X) of DeepKKT's manifold term: per image a random translation (up to
     ``shift``·size), zoom (1 ± ``scale``), optional horizontal flip, brightness (± ``brightness``,
-    normalized units) and contrast (1 ± ``contrast``).  One bulk draw of 6 numbers per image."""
-    n = len(x)
-    u = (torch.rand(n, 6, generator=generator, device=generator.device) * 2 - 1).to(x.device, x.dtype)
+    normalized units) and contrast (1 ± ``contrast``), from the drawn ``u`` (n×6)."""
+    u = u.to(x.device, x.dtype)
     zoom = 1 + scale * u[:, 2]
     sign = torch.where(u[:, 3] < 0, -1.0, 1.0).to(x.dtype) if flip else torch.ones_like(zoom)
     zero = torch.zeros_like(zoom)
@@ -142,3 +146,9 @@ def manifold(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: flo
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * (1 + contrast * u[:, 4]).view(-1, 1, 1, 1) + mean
     return out + brightness * u[:, 5].view(-1, 1, 1, 1)
+
+
+def manifold(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, scale: float,
+             brightness: float, contrast: float) -> torch.Tensor:
+    """:func:`manifold_apply` with parameters drawn from ``generator``."""
+    return manifold_apply(x, manifold_draw(len(x), generator), flip, shift, scale, brightness, contrast)

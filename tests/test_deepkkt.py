@@ -58,7 +58,7 @@ def test_stationarity_loss_and_gradients_match_per_example_computation(distance,
     expected = brute_force_total(kkt, xr, y, lr)
     grad_x, grad_lam = torch.autograd.grad(2.0 * expected, [xr, lr])
     values = kkt.kkt(x, y, lam, weight=2.0)
-    assert values.primal + 0.7 * values.stat == pytest.approx(float(expected.detach()), rel=1e-10)
+    assert float(values.primal + 0.7 * values.stat) == pytest.approx(float(expected.detach()), rel=1e-10)
     torch.testing.assert_close(values.grad_inputs, grad_x, rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(values.grad_lam, grad_lam, rtol=1e-8, atol=1e-12)
 
@@ -173,3 +173,35 @@ def test_dsvs_caches_the_predictions_of_theta_star_for_every_seed(tmp_path):
     torch.save(state, tmp_path / "dsvs_predictions.pt")
     with pytest.raises(MethodFailed, match="eligible"):
         spec.build(dataclasses.replace(trained_context("dsvs"), cache_dir=tmp_path), recipe)
+
+
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_closed_form_classifier_path_equals_the_double_backward_per_group(input_grad):
+    # The analytic classifier gradients and grouped problems (one per seed) give what the autograd
+    # path gives for each group on its own.
+    x, y, lam = candidates(8)
+    groups = torch.tensor([0, 0, 1, 1, 0, 1, 1, 0])
+    fast = DeepKKT(tiny_model(steps=10), "classifier", beta=0.7)
+    slow = DeepKKT(tiny_model(steps=10), "classifier", beta=0.7, analytic=False)
+    assert fast.analytic and not slow.analytic
+    got = fast.kkt(x, y, lam, weight=2.0, input_grad=input_grad, groups=groups, n_groups=2)
+    for g in range(2):
+        members = groups == g
+        want = slow.kkt(x[members], y[members], lam[members], weight=2.0, input_grad=input_grad)
+        torch.testing.assert_close(got.stat[g:g + 1], want.stat, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got.primal[g:g + 1], want.primal, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got.grad_lam[members], want.grad_lam, rtol=1e-8, atol=1e-12)
+        if input_grad:
+            torch.testing.assert_close(got.grad_inputs[members], want.grad_inputs, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["dsvs", "dsvg"])
+def test_seeds_built_together_equal_seeds_built_alone(method):
+    spec = METHODS.get(method)
+    recipe = dataclasses.replace(spec.make_recipe("tiny"), **{**spec.smoke, "steps": 6, "rescale_every": 2})
+    alone = [spec.build(trained_context(method, seed=s), recipe) for s in (3, 4)]
+    together = spec.build_all([trained_context(method, seed=s) for s in (3, 4)], recipe)
+    for one, other in zip(alone, together):
+        torch.testing.assert_close(one.images, other.images, rtol=1e-4, atol=1e-5)
+        assert one.labels.tolist() == other.labels.tolist()
+        assert one.metadata["alive"] == other.metadata["alive"]

@@ -52,11 +52,12 @@ SQRT_EPS = 1e-8
 
 @dataclass
 class KKTValues:
-    """Values of one L_kkt evaluation and the gradients of weight·L_kkt."""
-    primal: float
-    stat: float
-    entropy: float               # mean prediction entropy of the candidates (Fig. 3)
-    correct: float               # fraction classified as their label by θ*
+    """Values of one L_kkt evaluation (device tensors, one entry per group: no host sync) and the
+    gradients of weight·L_kkt."""
+    primal: torch.Tensor         # G
+    stat: torch.Tensor           # G
+    entropy: torch.Tensor        # G: mean prediction entropy of the candidates (Fig. 3)
+    correct: torch.Tensor        # G: fraction classified as their label by θ*
     grad_inputs: torch.Tensor | None
     grad_lam: torch.Tensor
 
@@ -65,7 +66,7 @@ class DeepKKT:
     """L_kkt of a frozen pretrained model; the model itself is copied and never modified."""
 
     def __init__(self, model: nn.Module, params: str = "all", distance: str = "l1", sqrt: str = "signed",
-                 normalize: str = "global", beta: float = 1.0, chunk: int = 512):
+                 normalize: str = "global", beta: float = 1.0, chunk: int = 512, analytic: bool = True):
         for value, valid, name in ((params, PARAM_SETS, "params"), (distance, DISTANCES, "distance"),
                                    (sqrt, SQRT_MODES, "sqrt"), (normalize, NORMALIZATIONS, "normalize")):
             if value not in valid:
@@ -85,6 +86,12 @@ class DeepKKT:
         fill = torch.stack(positive).mean() if positive else torch.ones(())
         self.reference = [r if r > 0 else fill for r in reference]  # all-zero θ* tensors (tensor mode)
         self.reference_sum = torch.stack(reference).sum()
+        classifier = getattr(self.model, "classifier", None)
+        # closed-form classifier gradients (``_kkt_classifier``) where the target is exactly the last
+        # linear layer of a model with .features(); ``analytic=False`` forces the autograd path
+        self.analytic = bool(analytic and params == "classifier" and isinstance(classifier, nn.Linear)
+                             and hasattr(self.model, "features")
+                             and self.names == ["classifier.weight", "classifier.bias"])
 
     # ----- forward pieces ------------------------------------------------------------------
     def logits(self, inputs: torch.Tensor, leaves: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -116,21 +123,79 @@ class DeepKKT:
         return diff.abs() if self.distance == "l1" else diff.square()
 
     def stat_distance(self, grads: list[torch.Tensor]) -> torch.Tensor:
-        """L_stat = D(θ*, −G) with the configured normalization (Eq. 8)."""
-        parts = [self._entrywise(t, -g).sum() for t, g in zip(self.targets, grads)]
+        """L_stat = D(θ*, −G) with the configured normalization (Eq. 8).  ``grads`` may carry a
+        leading group dimension (one G per group): then one distance per group."""
+        parts = [self._entrywise(t, -g).flatten(g.dim() - t.dim()).sum(-1) for t, g in zip(self.targets, grads)]
         if self.normalize == "none":
-            return torch.stack(parts).sum()
+            return torch.stack(parts).sum(0)
         if self.normalize == "global":
-            return torch.stack(parts).sum() / self.reference_sum
-        return torch.stack([p / r for p, r in zip(parts, self.reference)]).mean()
+            return torch.stack(parts).sum(0) / self.reference_sum
+        return torch.stack([p / r for p, r in zip(parts, self.reference)]).mean(0)
 
     # ----- L_kkt and its gradients -----------------------------------------------------------
     def kkt(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor, weight: float = 1.0,
-            input_grad: bool = True) -> KKTValues:
-        """L_kkt = L_primal + β·L_stat and the gradients of ``weight``·L_kkt for inputs and λ."""
-        if len(inputs) <= self.chunk:
-            return self._kkt_direct(inputs, labels, lam, weight, input_grad)
-        return self._kkt_chunked(inputs, labels, lam, weight, input_grad)
+            input_grad: bool = True, groups: torch.Tensor | None = None, n_groups: int = 1,
+            encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> KKTValues:
+        """L_kkt = L_primal + β·L_stat and the gradients of ``weight``·L_kkt for inputs and λ.
+
+        ``groups`` (one index < ``n_groups`` per candidate) makes independent problems — one per
+        seed — share the passes: each group has its own G = Σ_{i∈g} λ_i ∇θ CE_i and its own
+        L_primal (mean over the group), and the loss is their sum, so every group's gradients
+        are those of its own single run.  ``encoded`` = (features, logits) of ``inputs``
+        precomputed (fixed pixels, no input gradient; classifier target only).
+        """
+        groups = torch.zeros(len(labels), dtype=torch.long, device=labels.device) if groups is None else groups
+        if self.analytic:
+            return self._kkt_classifier(inputs, labels, lam, weight, input_grad, groups, n_groups, encoded)
+        parts = []
+        for g in range(n_groups):   # the autograd path: group by group
+            members = torch.nonzero(groups == g).flatten()
+            run = self._kkt_direct if len(members) <= self.chunk else self._kkt_chunked
+            parts.append((members, run(inputs[members], labels[members], lam[members], weight, input_grad)))
+        grad_x = torch.zeros_like(inputs) if input_grad else None
+        grad_lam = torch.zeros_like(lam)
+        for members, values in parts:
+            grad_lam[members] = values.grad_lam
+            if input_grad:
+                grad_x[members] = values.grad_inputs
+        stack = lambda field: torch.cat([getattr(v, field) for _, v in parts])  # noqa: E731
+        return KKTValues(stack("primal"), stack("stat"), stack("entropy"), stack("correct"), grad_x, grad_lam)
+
+    def encode(self, inputs: torch.Tensor, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of fixed inputs, without a graph (for ``kkt(encoded=...)``)."""
+        with torch.no_grad():
+            feats = torch.cat([self.model.features(chunk) for chunk in inputs.split(batch)])
+            return feats, F.linear(feats, self.theta[self.names[0]], self.theta[self.names[1]])
+
+    def _kkt_classifier(self, inputs, labels, lam, weight, input_grad, groups, n_groups, encoded) -> KKTValues:
+        """The classifier target in closed form: ∇_W CE_i = (p_i − e_{y_i}) f_iᵀ, ∇_b CE_i = p_i − e_{y_i},
+        so G_g = Σ_{i∈g} λ_i (p_i − e_{y_i}) [f_iᵀ, 1] — the numbers of the double backward (tested),
+        with one forward and one backward through the body instead of two of each."""
+        x = inputs.detach().requires_grad_(input_grad)
+        lam = lam.detach().requires_grad_(True)
+        if encoded is not None:
+            feats, logits = encoded
+        else:
+            with torch.set_grad_enabled(input_grad):
+                feats = self.model.features(x)
+                logits = F.linear(feats, self.theta[self.names[0]], self.theta[self.names[1]])
+        member = F.one_hot(groups, n_groups).to(feats.dtype)                       # n×G
+        counts = member.sum(0).clamp_min(1)
+        with torch.enable_grad():
+            delta = lam[:, None] * (logits.softmax(1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+            grad_w = torch.stack([(delta * member[:, g, None]).T @ feats for g in range(n_groups)])
+            grad_b = member.T @ delta
+            stat = self.stat_distance([grad_w, grad_b])
+            losses = F.cross_entropy(logits, labels, reduction="none")
+            wrong = (logits.argmax(1) != labels).to(losses.dtype)
+            primal = (member.T @ (losses * wrong)) / counts
+            total = weight * (primal.sum() + self.beta * stat.sum())
+            wrt = [x, lam] if input_grad else [lam]
+            out = torch.autograd.grad(total, wrt, allow_unused=True)
+        logits = logits.detach()
+        return KKTValues(primal.detach(), stat.detach(), (member.T @ entropy(logits)) / counts,
+                         (member.T @ (logits.argmax(1) == labels).to(feats.dtype)) / counts,
+                         _or_zeros(out[0], x) if input_grad else None, _or_zeros(out[-1], lam))
 
     def _kkt_direct(self, inputs, labels, lam, weight, input_grad) -> KKTValues:
         x = inputs.detach().requires_grad_(input_grad)
@@ -142,8 +207,7 @@ class DeepKKT:
         wrt = [x, lam] if input_grad else [lam]
         out = torch.autograd.grad(total, wrt, allow_unused=True)
         grad_x = _or_zeros(out[0], x) if input_grad else None
-        return _values(float(primal.detach()), float(stat.detach()), logits, labels, grad_x,
-                       _or_zeros(out[-1], lam))
+        return _values(primal.detach(), stat.detach(), logits, labels, grad_x, _or_zeros(out[-1], lam))
 
     def _kkt_chunked(self, inputs, labels, lam, weight, input_grad) -> KKTValues:
         pieces = list(zip(inputs.split(self.chunk), labels.split(self.chunk), lam.split(self.chunk)))
@@ -168,10 +232,10 @@ class DeepKKT:
                 grads_x.append(_or_zeros(out[0], x))
             grads_l.append(_or_zeros(out[-1], l))
             all_logits.append(logits.detach())
-            primal_sum += float(primal_part.detach())
+            primal_sum = primal_sum + primal_part.detach()
         logits = torch.cat(all_logits)
         grad_x = torch.cat(grads_x) if input_grad else None
-        return _values(primal_sum, float(stat.detach()), logits, labels, grad_x, torch.cat(grads_l))
+        return _values(primal_sum, stat.detach(), logits, labels, grad_x, torch.cat(grads_l))
 
     # ----- λ scale and diagnostics ------------------------------------------------------------
     def total_grad(self, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
@@ -302,18 +366,20 @@ def make_optimizer(kind: str, tensor: torch.Tensor, lr: float) -> torch.optim.Op
 
 
 class History:
-    """Diagnostics every few steps (the relative residual, entropy, survivors, label agreement)."""
+    """Diagnostics every few steps (the relative residual, entropy, survivors, label agreement) —
+    the only points where values are read back to the host."""
 
     def __init__(self, kkt: DeepKKT, steps: int, points: int):
         self.kkt, self.every = kkt, max(steps // max(points, 1), 1)
         self.rows: list[dict[str, float]] = []
 
-    def log(self, step: int, values: KKTValues, inputs: torch.Tensor, labels: torch.Tensor,
-            lam: torch.Tensor, alive: int, force: bool = False) -> None:
-        if step % self.every and not force:
-            return
-        row = {"step": step, "primal": values.primal, "stat": values.stat, "entropy": values.entropy,
-               "correct": values.correct, "alive": alive}
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def log(self, step: int, values: KKTValues, group: int, inputs: torch.Tensor, labels: torch.Tensor,
+            lam: torch.Tensor, alive: int) -> None:
+        row = {"step": step, "primal": float(values.primal[group]), "stat": float(values.stat[group]),
+               "entropy": float(values.entropy[group]), "correct": float(values.correct[group]), "alive": alive}
         row.update(self.kkt.residuals(inputs, labels, lam))
         self.rows.append({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
 
@@ -324,6 +390,19 @@ class History:
         out.update(residual_l1_start=first["residual_l1"], entropy_start=first["entropy"],
                    stat_params=len(self.kkt.names), history=self.rows)
         return out
+
+
+def rescale_due(step: int, every: int) -> bool:
+    """λ is re-fitted every ``every`` steps (not at step 0)."""
+    return every > 0 and step > 0 and step % every == 0
+
+
+def log_groups(histories: list[History], step: int, values: KKTValues, images: torch.Tensor,
+               labels: torch.Tensor, lam: torch.Tensor, where: torch.Tensor) -> None:
+    """One History row per group (seed) at ``step``."""
+    for g, history in enumerate(histories):
+        members = where == g
+        history.log(step, values, g, images[members], labels[members], lam[members], int(members.sum()))
 
 
 # ----- helpers used by both methods ------------------------------------------------------------
@@ -363,19 +442,24 @@ from ..augment import manifold as augment  # noqa: E402  (A(X) lives in the one 
 
 
 def remove_negative(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor,
-                    keep_per_class: int) -> torch.Tensor:
-    """Dual feasibility (Algorithm 1): candidates with λ < 0 leave X.  Each class keeps at least
-    ``keep_per_class`` candidates (its highest λ) so that IPC images can still be chosen."""
-    alive = alive & (lam >= 0)
+                    keep_per_class: int, n_keys: int | None = None) -> torch.Tensor:
+    """Dual feasibility (Algorithm 1): candidates with λ < 0 leave X.  Each class (each value of
+    ``labels``, e.g. seed × class keys) keeps at least ``keep_per_class`` candidates (its highest λ)
+    so that IPC images can still be chosen.  Vectorized: no per-class loop, no host sync."""
+    survivors = alive & (lam >= 0)
     if keep_per_class <= 0:
-        return alive
-    for label in labels.unique():
-        members = torch.nonzero(labels == label).flatten()
-        short = keep_per_class - int(alive[members].sum())
-        if short > 0:
-            order = torch.argsort(lam[members], descending=True, stable=True)
-            alive[members[order[:keep_per_class]]] = True
-    return alive
+        return survivors
+    keys = labels.long()
+    n_keys = (int(keys.max()) + 1 if len(keys) else 0) if n_keys is None else n_keys   # given: no sync
+    count = torch.zeros(n_keys, dtype=torch.long, device=lam.device)
+    count.index_add_(0, keys, survivors.long())
+    # rank of every candidate inside its class by λ (descending; ties by position)
+    order = torch.argsort(lam, descending=True, stable=True)
+    order = order[torch.argsort(keys[order], stable=True)]
+    first = torch.searchsorted(keys[order], keys[order], right=False)
+    rank = torch.empty_like(keys)
+    rank[order] = torch.arange(len(keys), device=keys.device) - first
+    return survivors | ((count[keys] < keep_per_class) & (rank < keep_per_class))
 
 
 def check_finite(what: str, *values: torch.Tensor | float) -> None:
@@ -397,7 +481,8 @@ def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def _values(primal: float, stat: float, logits, labels, grad_x, grad_lam) -> KKTValues:
+def _values(primal, stat, logits, labels, grad_x, grad_lam) -> KKTValues:
     logits = logits.detach()
-    return KKTValues(primal, stat, float(entropy(logits).mean()),
-                     float((logits.argmax(1) == labels).float().mean()), grad_x, grad_lam)
+    one = lambda v: torch.as_tensor(v, dtype=logits.dtype, device=logits.device).reshape(1)  # noqa: E731
+    return KKTValues(one(primal), one(stat), entropy(logits).mean().reshape(1),
+                     (logits.argmax(1) == labels).to(logits.dtype).mean().reshape(1), grad_x, grad_lam)

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DIGIT_DATASETS
-from .base import BuildContext, CondensedSet, register_method, take_per_class
-from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
-                      remove_negative, rescale)
+from ..augment import manifold_apply, manifold_draw
+from .base import BuildContext, CondensedSet, batched_builder, register_method, take_per_class
+from .deepkkt import (History, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                      remove_negative, rescale, rescale_due)
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,26 @@ def recipe_defaults(dataset: str) -> dict:
                  needs_model=True, order=2, recipe_defaults=recipe_defaults,
                  smoke={"candidates_per_class": 3, "steps": 4, "lowres_steps": 2})
 def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:
-    classes, n = ctx.num_classes, recipe.candidates_per_class
+    return build_dsvg_many([ctx], recipe)[0]
+
+
+@batched_builder("dsvg")
+def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[CondensedSet]:
+    """All seeds in one optimization: seed g's N·C candidates are group g (its own noise, λ scale,
+    λ rescaling, removal and augmentation draws, each from its own generator); x and λ are updated
+    element-wise (Adam / plain steps), so every seed follows its single-seed trajectory."""
+    ctx = contexts[0]
+    classes, n, seeds = ctx.num_classes, recipe.candidates_per_class, len(contexts)
     if n < ctx.ipc:
         raise ValueError(f"dsvg.candidates_per_class={n} must be at least ipc={ctx.ipc}")
-    labels = torch.arange(classes).repeat_interleave(n).to(ctx.device)
+    per_seed = classes * n
+    labels = torch.arange(classes, device=ctx.device).repeat_interleave(n).repeat(seeds)
+    groups = torch.arange(seeds, device=ctx.device).repeat_interleave(per_seed)
+    keys = groups * classes + labels             # removal keeps IPC per (seed, class)
     side = ctx.shape.size
     low = max(side // max(recipe.lowres_factor, 1), 1) if recipe.lowres_steps > 0 else side
-    x = (recipe.init_std * torch.randn(len(labels), ctx.shape.channels, low, low,
-                                       generator=ctx.generator)).to(ctx.device).requires_grad_(True)
+    x = torch.cat([recipe.init_std * torch.randn(per_seed, ctx.shape.channels, low, low, generator=c.generator)
+                   for c in contexts]).to(ctx.device).requires_grad_(True)
 
     def render(pixels: torch.Tensor) -> torch.Tensor:
         if pixels.shape[-1] == side:
@@ -71,54 +84,67 @@ def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:
         return F.interpolate(pixels, size=(side, side), mode="bilinear", align_corners=False)
 
     kkt = make_kkt(ctx.pretrained, recipe)
-    unit = lambda_unit(kkt, render(x.detach()), labels, recipe.lambda_scale)
+    seed_slices = [slice(g * per_seed, (g + 1) * per_seed) for g in range(seeds)]
+    unit = torch.tensor([lambda_unit(kkt, render(x.detach()[sl]), labels[sl], recipe.lambda_scale)
+                         for sl in seed_slices], device=ctx.device)
     mu = torch.ones(len(labels), device=ctx.device, requires_grad=True)
     opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x)
     opt_mu = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda)
     alive = torch.ones(len(labels), dtype=torch.bool, device=ctx.device)
-    history = History(kkt, recipe.steps, recipe.history_points)
+    histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
     keep = ctx.ipc if recipe.keep_per_class else 0
     for step in range(recipe.steps + 1):
         if step == recipe.lowres_steps and x.shape[-1] != side:
             x = render(x.detach()).requires_grad_(True)
             opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x)
         index = torch.nonzero(alive).flatten()
-        images = render(x)[index]
-        unit *= rescale(kkt, images.detach(), labels[index], unit * mu.detach()[index], step,
-                        recipe.rescale_every)
-        lam = unit * mu.detach()[index]
-        if step == recipe.steps:  # final evaluation only
-            values = kkt.kkt(images.detach(), labels[index], lam, input_grad=False)
-            history.log(step, values, images.detach(), labels[index], lam, len(index), force=True)
+        images, where = render(x)[index], groups[index]
+        if rescale_due(step, recipe.rescale_every):
+            lam_now = unit[where] * mu.detach()[index]
+            unit = unit * torch.tensor([rescale(kkt, images.detach()[where == g], labels[index][where == g],
+                                                lam_now[where == g], step, recipe.rescale_every)
+                                        for g in range(seeds)], device=ctx.device)
+        lam = unit[where] * mu.detach()[index]
+        final = step == recipe.steps
+        if final:
+            values = kkt.kkt(images.detach(), labels[index], lam, input_grad=False, groups=where, n_groups=seeds)
+        else:
+            values, grad_lam = _descend(kkt, recipe, contexts, images, labels[index], lam, where)
+        if final or histories[0].due(step):   # the logging interval: the only host reads
+            check_finite("dsvg", values.primal, values.stat, values.grad_lam)
+            log_groups(histories, step, values, images.detach(), labels[index], lam, where)
+            ctx.progress(step=step, total=recipe.steps, primal=float(values.primal.mean()),
+                         stat=float(values.stat.mean()), entropy=float(values.entropy.mean()))
+        if final:
             break
-        values, grad_lam = _descend(kkt, recipe, ctx, images, labels[index], lam)
-        check_finite("dsvg", values.primal, values.stat, grad_lam)
-        history.log(step, values, images.detach(), labels[index], lam, len(index))
         mu.grad = torch.zeros_like(mu)
-        mu.grad[index] = unit * grad_lam
+        mu.grad[index] = unit[where] * grad_lam
         opt_x.step()
         opt_x.zero_grad(set_to_none=True)
         if step < recipe.lambda_warmup:
             continue
         opt_mu.step()
         with torch.no_grad():
-            alive = remove_negative(mu.detach(), alive, labels, keep)
+            alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=seeds * classes)
             mu.clamp_(min=0.0)
-        ctx.progress(step=step + 1, total=recipe.steps, primal=values.primal, stat=values.stat,
-                     entropy=values.entropy, alive=int(alive.sum()))
-    return _select(ctx, kkt, render(x.detach()), labels, unit * mu.detach(), alive, history)
+    images, lam = render(x.detach()), unit[groups] * mu.detach()
+    return [_select(c, kkt, images[sl], labels[sl], lam[sl], alive[sl], history)
+            for c, sl, history in zip(contexts, seed_slices, histories)]
 
 
-def _descend(kkt, recipe: DSVgRecipe, ctx: BuildContext, images: torch.Tensor, labels: torch.Tensor,
-             lam: torch.Tensor):
+def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torch.Tensor, labels: torch.Tensor,
+             lam: torch.Tensor, where: torch.Tensor):
     """Accumulate ∇x of L_total into the pixel leaf; return the clean-term values and ∇λ."""
-    clean = kkt.kkt(images.detach(), labels, lam)
+    seeds = len(contexts)
+    clean = kkt.kkt(images.detach(), labels, lam, groups=where, n_groups=seeds)
     roots, grads = [images], [clean.grad_inputs]
     grad_lam = clean.grad_lam
     if recipe.gamma > 0:
-        augmented = augment(images, ctx.generator, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
-                            recipe.aug_brightness, recipe.aug_contrast)
-        manifold = kkt.kkt(augmented.detach(), labels, lam, weight=recipe.gamma)
+        counts = torch.bincount(where, minlength=seeds).tolist()
+        draws = torch.cat([manifold_draw(k, c.generator) for k, c in zip(counts, contexts)])
+        augmented = manifold_apply(images, draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
+                                   recipe.aug_brightness, recipe.aug_contrast)
+        manifold = kkt.kkt(augmented.detach(), labels, lam, weight=recipe.gamma, groups=where, n_groups=seeds)
         roots.append(augmented)
         grads.append(manifold.grad_inputs)
         grad_lam = grad_lam + manifold.grad_lam

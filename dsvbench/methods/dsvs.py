@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from ..config import DIGIT_DATASETS
-from .base import BuildContext, CondensedSet, MethodFailed, cached_for_model, register_method, take_per_class
-from .deepkkt import (History, KKTRecipe, augment, check_finite, lambda_unit, make_kkt, make_optimizer,
-                      primal_loss, remove_negative, rescale)
+from ..augment import manifold_apply, manifold_draw
+from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, cached_for_model, register_method,
+                   take_per_class)
+from .deepkkt import (History, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                      primal_loss, remove_negative, rescale, rescale_due)
 
 
 @dataclass(frozen=True)
@@ -52,39 +54,67 @@ def recipe_defaults(dataset: str) -> dict:
                  needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
                  smoke={"pool_per_class": 4, "steps": 3, "correct_only": False})
 def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
+    return build_dsvs_many([ctx], recipe)[0]
+
+
+@batched_builder("dsvs")
+def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[CondensedSet]:
+    """All seeds in one pass per step: seed g's pool is group g (its own draw, λ scale, rescaling,
+    removal and augmentation draws).  With the classifier target the clean pool's features are
+    computed once and shared by every step and seed; each step then forwards only the augmented
+    copies (no backward through the network: x is fixed)."""
+    ctx, seeds = contexts[0], len(contexts)
     kkt = make_kkt(ctx.pretrained, recipe)
-    pool = _draw_pool(ctx, recipe, kkt)
+    pools = [_draw_pool(c, recipe, kkt) for c in contexts]
+    pool = torch.cat(pools)
     images, labels = ctx.train_images[pool], ctx.train_labels[pool]
-    unit = lambda_unit(kkt, images, labels, recipe.lambda_scale)
+    groups = torch.cat([torch.full((len(p),), g, device=images.device) for g, p in enumerate(pools)])
+    keys = groups * ctx.num_classes + labels
+    bounds = torch.tensor([0] + [len(p) for p in pools]).cumsum(0).tolist()
+    seed_slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    unit = torch.tensor([lambda_unit(kkt, images[sl], labels[sl], recipe.lambda_scale) for sl in seed_slices],
+                        device=images.device)
+    encoded = kkt.encode(images) if kkt.analytic else None
     mu = torch.ones(len(pool), device=images.device, requires_grad=True)
     optimizer = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda)
     alive = torch.ones(len(pool), dtype=torch.bool, device=images.device)
-    history = History(kkt, recipe.steps, recipe.history_points)
+    histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
     keep = ctx.ipc if recipe.keep_per_class else 0
     for step in range(recipe.steps + 1):
         index = torch.nonzero(alive).flatten()
-        unit *= rescale(kkt, images[index], labels[index], unit * mu.detach()[index], step, recipe.rescale_every)
-        lam = unit * mu.detach()[index]
-        values = kkt.kkt(images[index], labels[index], lam, input_grad=False)
-        check_finite("dsvs", values.stat, values.grad_lam)
-        history.log(step, values, images[index], labels[index], lam, len(index), force=step == recipe.steps)
-        if step == recipe.steps:
+        where = groups[index]
+        if rescale_due(step, recipe.rescale_every):
+            lam_now = unit[where] * mu.detach()[index]
+            unit = unit * torch.tensor([rescale(kkt, images[index][where == g], labels[index][where == g],
+                                                lam_now[where == g], step, recipe.rescale_every)
+                                        for g in range(seeds)], device=images.device)
+        lam = unit[where] * mu.detach()[index]
+        values = kkt.kkt(images[index], labels[index], lam, input_grad=False, groups=where, n_groups=seeds,
+                         encoded=None if encoded is None else (encoded[0][index], encoded[1][index]))
+        final = step == recipe.steps
+        if final or histories[0].due(step):   # the logging interval: the only host reads
+            check_finite("dsvs", values.stat, values.grad_lam)
+            log_groups(histories, step, values, images[index], labels[index], lam, where)
+            ctx.progress(step=step, total=recipe.steps, stat=float(values.stat.mean()),
+                         entropy=float(values.entropy.mean()))
+        if final:
             break
         grad_lam = values.grad_lam
         if recipe.gamma > 0:
-            augmented = augment(images[index], ctx.generator, recipe.aug_flip, recipe.aug_shift,
-                                recipe.aug_scale, recipe.aug_brightness, recipe.aug_contrast)
-            grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False).grad_lam
+            counts = torch.bincount(where, minlength=seeds).tolist()
+            draws = torch.cat([manifold_draw(k, c.generator) for k, c in zip(counts, contexts)])
+            augmented = manifold_apply(images[index], draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
+                                       recipe.aug_brightness, recipe.aug_contrast)
+            grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False, where, seeds).grad_lam
         mu.grad = torch.zeros_like(mu)
-        mu.grad[index] = unit * grad_lam
+        mu.grad[index] = unit[where] * grad_lam
         optimizer.step()
         with torch.no_grad():
-            alive = remove_negative(mu.detach(), alive, labels, keep)
+            alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=seeds * ctx.num_classes)
             mu.clamp_(min=0.0)
-        ctx.progress(step=step + 1, total=recipe.steps, stat=values.stat, entropy=values.entropy,
-                     alive=int(alive.sum()))
-    lam = unit * mu.detach() * alive
-    return _select(ctx, kkt, pool, images, labels, lam, alive, history)
+    lam = unit[groups] * mu.detach() * alive
+    return [_select(c, kkt, p, images[sl], labels[sl], lam[sl], alive[sl], history)
+            for c, p, sl, history in zip(contexts, pools, seed_slices, histories)]
 
 
 def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:
