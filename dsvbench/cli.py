@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--herding-features", choices=["pretrained", "random-init", "pixels"],
         help="feature space for herding (shortcut for --set herding.features=...)")
     add("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    add("--jobs", type=int, default=1, help="parallel (method, seed) jobs through joblib (default 1)")
+    add("--jobs", type=int, default=1, help="CPU: parallel workers through joblib, each column's seeds split "
+        "among them (default 1); GPU: must be 1 (one process per GPU, seeds batched inside each method)")
     add("--backend", default="loky", help="joblib backend: loky, threading, dask, ray, ...")
     add("--out", help="output folder (default results/<dataset>-ipc<k>)")
     add("--cache-dir", default=".dsvbench_cache", help="cache of datasets, θ*, condensed sets")
@@ -111,6 +112,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for method in config.methods:  # recipe overrides parse now, not halfway through the run
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
     _check_device(config.device)
+    if config.device != "cpu" and config.jobs > 1:
+        raise UserError(f"--jobs {config.jobs} with --device {config.device}: one process per GPU (processes "
+                        "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1")
     _check_writable(Path(config.out))
     return config
 
