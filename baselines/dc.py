@@ -30,9 +30,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
 from dsvbench.dsa import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
-from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
+from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
+from dsvbench.models import MODELS
 from dsvbench.registry import UserError
 
 # Reference ``get_loops``: IPC -> (outer loop, inner loop); the outer loop always equals the IPC.
@@ -238,26 +240,9 @@ def _train_network(net: nn.Module, optimizer: torch.optim.Optimizer, images: tor
                  smoke=dict(iterations=2, outer_loop=2, inner_loop=1, batch_real=8))
 def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     """Gradient matching over fresh random networks (Zhao et al. 2021, Algorithm 1)."""
-    members = [ctx.class_indices(c) for c in range(ctx.num_classes)]
-    if min(len(m) for m in members) == 0:
-        raise MethodFailed("dc needs at least one training image per class")
-
-    def sample(label: int, n: int) -> torch.Tensor:
-        pool = members[label]
-        return ctx.train_images[pool[torch.randperm(len(pool), generator=ctx.generator)[:n].to(pool.device)]]
-
-    def sample_all(n: int) -> torch.Tensor:
-        return torch.cat([sample(c, n) for c in range(ctx.num_classes)])
-
+    sample, sample_all = _sampler(ctx)
     labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
-    if recipe.init == "real":
-        if min(len(m) for m in members) < ctx.ipc:
-            raise MethodFailed(f"dc init=real needs {ctx.ipc} training images per class")
-        images = sample_all(ctx.ipc).detach().clone()
-    else:
-        shape = (len(labels), ctx.shape.channels, ctx.shape.size, ctx.shape.size)
-        images = torch.randn(shape, generator=ctx.generator).to(ctx.device)
-    images.requires_grad_(True)
+    images = _initial_images(ctx, recipe, sample_all).requires_grad_(True)
     image_optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=recipe.momentum_img)
     outer_loop, inner_loop = recipe.loops(ctx.ipc)
     history = []
@@ -285,6 +270,98 @@ def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     return CondensedSet(images.detach().clone(), labels.clone(), metadata={
         "iterations": recipe.iterations, "outer_loop": outer_loop, "inner_loop": inner_loop,
         "matching_loss_first": float(history[0]), "matching_loss_last": float(history[-1])})
+
+
+@batched_builder("dc")
+def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:
+    """The seeds' networks stacked on accelerators (one ``vmap``-ed matching step for all seeds);
+    one after another on the CPU, or for what the stacked step does not cover (batch norm, DSA,
+    IPC > 1 with its inner loop) — see :func:`build_dc_stacked`."""
+    ctx = contexts[0]
+    with torch.device("meta"):   # the architecture only: no parameters drawn
+        net = MODELS.get(ctx.model_name)(ctx.shape)
+    stackable = (ctx.device.type != "cpu" and recipe.loops(ctx.ipc)[0] == 1 and not recipe.dsa
+                 and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()))
+    return build_dc_stacked(contexts, recipe) if stackable else [build_dc(c, recipe) for c in contexts]
+
+
+def build_dc_stacked(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:
+    """DC at one outer step per iteration (IPC 1), all seeds in one ``torch.func`` pass: ``vmap``
+    over seeds of the gradient (w.r.t. the images) of the matching loss, whose per-class network
+    gradients are a ``vmap`` over classes.  Seed s draws its images, networks and real batches
+    from its own generator in the order of :func:`build_dc`, and SGD is element-wise, so seed s
+    follows its single-seed trajectory (tested on the CPU).  Not for batch norm or DSA."""
+    ctx, seeds = contexts[0], len(contexts)
+    samplers = [_sampler(c) for c in contexts]
+    images = torch.stack([_initial_images(c, recipe, all_) for c, (_, all_) in zip(contexts, samplers)])
+    images.requires_grad_(True)
+    optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=recipe.momentum_img)
+    classes = torch.arange(ctx.num_classes, device=ctx.device)
+    with torch.device("meta"):
+        skeleton = MODELS.get(ctx.model_name)(ctx.shape)
+    weights = [n for n, p in skeleton.named_parameters() if p.dim() > 1]   # DC ignores 1-D tensors
+
+    def class_grads(params, x, mask):
+        def loss(p, inputs, weight, label):
+            ce = F.cross_entropy(functional_call(skeleton, p, (inputs,)), label.expand(len(inputs)), reduction="none")
+            return (ce * weight).sum() / weight.sum().clamp_min(1)
+        return vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, x, mask, classes)
+
+    def matching(syn, params, real, mask):
+        grads_real, grads_syn = class_grads(params, real, mask), class_grads(params, syn, torch.ones_like(mask[:, :syn.shape[1]]))
+        return batched_distance([grads_syn[n] for n in weights], [grads_real[n].detach() for n in weights])
+    step = vmap(grad_and_value(matching))
+    history = []
+    for iteration in range(recipe.iterations):
+        params, reals = [], []
+        for c, (sample, _) in zip(contexts, samplers):
+            params.append(c.fresh_model())
+            reals.append(_padded([sample(k, recipe.batch_real) for k in range(ctx.num_classes)]))
+        longest = max(r.shape[1] for r, _ in reals)
+        real = torch.stack([F.pad(r, (0, 0, 0, 0, 0, 0, 0, longest - r.shape[1])) for r, _ in reals])
+        mask = torch.stack([F.pad(m, (0, longest - m.shape[1])) for _, m in reals])
+        stacked, _ = stack_module_state(params)
+        syn = images.view(seeds, ctx.num_classes, ctx.ipc, *images.shape[2:])
+        grad_images, loss = step(syn, {n: p.detach() for n, p in stacked.items()}, real, mask)
+        images.grad = grad_images.view_as(images)
+        optimizer.step()
+        history.append(loss.detach() / ctx.num_classes)
+        if (iteration + 1) % LOG_EVERY == 0 or iteration + 1 == recipe.iterations:
+            if not torch.isfinite(history[-1]).all():
+                raise MethodFailed(f"dc: matching loss became {history[-1].tolist()} by iteration {iteration + 1}")
+            ctx.progress(step=iteration + 1, total=recipe.iterations, loss=float(history[-1].mean()))
+    labels = classes.repeat_interleave(ctx.ipc)
+    return [CondensedSet(images.detach()[s].clone(), labels.clone(), metadata={
+        "iterations": recipe.iterations, "outer_loop": 1, "inner_loop": recipe.loops(ctx.ipc)[1],
+        "matching_loss_first": float(history[0][s]), "matching_loss_last": float(history[-1][s])})
+        for s in range(seeds)]
+
+
+def _sampler(ctx: BuildContext):
+    """``sample(c, n)``: n random training images of class c (all of them when fewer), drawn from
+    the seed's generator; ``sample_all(n)``: the same for every class, in class order."""
+    members = [ctx.class_indices(c) for c in range(ctx.num_classes)]
+    if min(len(m) for m in members) == 0:
+        raise MethodFailed("dc needs at least one training image per class")
+
+    def sample(label: int, n: int) -> torch.Tensor:
+        pool = members[label]
+        return ctx.train_images[pool[torch.randperm(len(pool), generator=ctx.generator)[:n].to(pool.device)]]
+
+    def sample_all(n: int) -> torch.Tensor:
+        return torch.cat([sample(c, n) for c in range(ctx.num_classes)])
+    return sample, sample_all
+
+
+def _initial_images(ctx: BuildContext, recipe: DCRecipe, sample_all) -> torch.Tensor:
+    """Real images of each class (``init=real``) or standard normal noise, detached."""
+    if recipe.init == "real":
+        images = sample_all(ctx.ipc).detach().clone()
+        if len(images) < ctx.num_classes * ctx.ipc:
+            raise MethodFailed(f"dc init=real needs {ctx.ipc} training images per class")
+        return images
+    shape = (ctx.num_classes * ctx.ipc, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
+    return torch.randn(shape, generator=ctx.generator).to(ctx.device)
 
 
 def _check_finite(loss: torch.Tensor, iteration: int) -> None:

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
-from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
+from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
+from dsvbench.models import MODELS
 from dsvbench.registry import UserError
 
 LOG_EVERY = 50   # outer iterations between progress reports / finiteness checks (host syncs)
@@ -100,14 +101,27 @@ def _start_weights(net: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone().requires_grad_(True) for name, p in net.named_parameters()}
 
 
+def _functional_unrolled_loss(groups, raw_step_sizes, start, real_images, real_labels, skeleton, group_labels):
+    """:func:`unrolled_loss` written with ``torch.func`` (nested ``grad``), so that ``vmap`` can run
+    the seeds' networks stacked; networks without batch norm only (train and eval mode agree)."""
+    weights = start
+    for t in range(len(raw_step_sizes)):
+        inputs = groups[t % len(groups)]
+
+        def inner(w, inputs=inputs):
+            return F.cross_entropy(functional_call(skeleton, w, (inputs,)), group_labels)
+        grads = grad(inner)(weights)
+        step_size = F.softplus(raw_step_sizes[t])
+        weights = {n: weights[n] - step_size * grads[n] for n in weights}
+    return F.cross_entropy(functional_call(skeleton, weights, (real_images,)), real_labels)
+
+
 @register_method("dd", table_name="DD", group="synthesis", recipe=DDRecipe, eval_recipe="dc",
                  needs_data=True, order=0, recipe_defaults=dd_defaults,
                  smoke=dict(epochs=2, batch_size=16, distill_epochs=1))
 def build_dd(ctx: BuildContext, recipe: DDRecipe) -> CondensedSet:
     """Learn images and step sizes through unrolled GD from random inits (Wang et al. 2018)."""
-    if ctx.ipc % recipe.images_per_class_per_step:
-        raise UserError(f"dd: IPC {ctx.ipc} is not a multiple of images_per_class_per_step "
-                        f"{recipe.images_per_class_per_step}")
+    _check_ipc(ctx, recipe)
     steps = ctx.ipc // recipe.images_per_class_per_step
     per_step = recipe.images_per_class_per_step
     shape = (steps, ctx.num_classes * per_step, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
@@ -142,3 +156,81 @@ def build_dd(ctx: BuildContext, recipe: DDRecipe) -> CondensedSet:
     return CondensedSet(images.clone(), group_labels.repeat(steps), metadata={
         "step_sizes": F.softplus(raw_step_sizes.detach()).cpu().tolist(), "distill_steps": steps,
         "distill_epochs": recipe.distill_epochs, "iterations": total, "final_loss": float(loss_value)})
+
+
+def _check_ipc(ctx: BuildContext, recipe: DDRecipe) -> None:
+    if ctx.ipc % recipe.images_per_class_per_step:
+        raise UserError(f"dd: IPC {ctx.ipc} is not a multiple of images_per_class_per_step "
+                        f"{recipe.images_per_class_per_step}")
+
+
+def stacks_on(ctx: BuildContext) -> bool:
+    """Seeds are stacked on accelerators (where one launch for all seeds pays) for networks
+    without batch norm; on the CPU the seeds run one after another (stacking does not pay there:
+    the same arithmetic, and ``vmap``'s grouped kernels are slower than the plain ones)."""
+    with torch.device("meta"):   # the architecture only: no parameters drawn
+        net = MODELS.get(ctx.model_name)(ctx.shape)
+    return ctx.device.type != "cpu" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@batched_builder("dd")
+def build_dd_many(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:
+    """The seeds' networks stacked (``vmap`` over seeds of the ``torch.func`` unroll) on
+    accelerators; one after another on the CPU (see :func:`stacks_on`)."""
+    if not stacks_on(contexts[0]):
+        return [build_dd(ctx, recipe) for ctx in contexts]
+    return build_dd_stacked(contexts, recipe)
+
+
+def build_dd_stacked(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:
+    """All seeds in one ``vmap``-ed unroll per outer iteration.  Seed s draws its images, its batch
+    orders and its fresh networks from its own generator in the order of :func:`build_dd`, and
+    Adam is element-wise, so seed s follows its single-seed trajectory (tested)."""
+    ctx = contexts[0]
+    _check_ipc(ctx, recipe)
+    steps, per_step = ctx.ipc // recipe.images_per_class_per_step, recipe.images_per_class_per_step
+    shape = (steps, ctx.num_classes * per_step, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
+    groups = torch.stack([torch.randn(shape, generator=c.generator) for c in contexts]).to(ctx.device)
+    groups.requires_grad_(True)
+    group_labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(per_step)
+    raw_init = math.log(math.expm1(recipe.distill_lr))
+    raw_step_sizes = torch.full((len(contexts), steps * recipe.distill_epochs), raw_init, device=ctx.device,
+                                requires_grad=True)
+    optimizer = torch.optim.Adam([groups, raw_step_sizes], lr=recipe.lr, betas=(recipe.beta1, recipe.beta2))
+    train_x, train_y = ctx.train_images, ctx.train_labels
+    with torch.device("meta"):   # the architecture only: no draw from any seed's generator
+        skeleton = MODELS.get(ctx.model_name)(ctx.shape).train()
+
+    def loss(g, raw, start, x, y):
+        return _functional_unrolled_loss(g, raw, start, x, y, skeleton, group_labels)
+    step = vmap(grad_and_value(loss, argnums=(0, 1)))
+    per_epoch = math.ceil(len(train_y) / recipe.batch_size)
+    total, iteration = recipe.epochs * per_epoch, 0
+    losses = torch.full((len(contexts),), float("nan"), device=ctx.device)
+    for epoch in range(recipe.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr * recipe.decay_factor ** (epoch // recipe.decay_epochs)
+        orders = [torch.randperm(len(train_y), generator=c.generator).split(recipe.batch_size) for c in contexts]
+        for batches in zip(*orders):
+            batches = [b.to(train_x.device) for b in batches]
+            start, _ = stack_module_state([c.fresh_model() for c in contexts])
+            start = {n: p.detach() for n, p in start.items()}
+            (grad_images, grad_steps), losses = step(groups, raw_step_sizes, start,
+                                                     torch.stack([train_x[b] for b in batches]),
+                                                     torch.stack([train_y[b] for b in batches]))
+            groups.grad, raw_step_sizes.grad, losses = grad_images, grad_steps, losses.detach()
+            optimizer.step()
+            iteration += 1
+            if iteration % LOG_EVERY == 0 or iteration == total:
+                if not torch.isfinite(losses).all():
+                    raise MethodFailed(f"dd: real-data loss became {losses.tolist()} by iteration {iteration}")
+                ctx.progress(step=iteration, total=total, loss=float(losses.mean()))
+    sets = []
+    for index in range(len(contexts)):
+        images = groups.detach()[index].reshape(-1, *shape[2:])
+        if not torch.isfinite(images).all() or not torch.isfinite(raw_step_sizes[index]).all():
+            raise MethodFailed("dd: synthetic images or step sizes contain NaN/Inf")
+        sets.append(CondensedSet(images.clone(), group_labels.repeat(steps), metadata={
+            "step_sizes": F.softplus(raw_step_sizes.detach()[index]).cpu().tolist(), "distill_steps": steps,
+            "distill_epochs": recipe.distill_epochs, "iterations": total, "final_loss": float(losses[index])}))
+    return sets

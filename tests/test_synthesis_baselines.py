@@ -243,3 +243,25 @@ def test_dc_with_dsa_is_evaluated_with_dsa_for_1000_epochs():
     assert (plain.augment, plain.epochs) == ("none", 300)
     assert (dsa.augment, dsa.epochs) == ("dsa", 1000)
     assert (forced.augment, forced.epochs) == ("dsa", 7)
+
+
+@pytest.mark.parametrize("model", ["convnet_tiny", "mlp"])
+def test_dc_seeds_stacked_equal_seeds_one_by_one(model):
+    # The accelerator path (vmap over seeds of the torch.func matching step) against build_dc.
+    from dsvbench.baselines.dc import build_dc_stacked
+    recipe = DCRecipe(iterations=3, batch_real=8)
+    alone = [build_dc(make_context(DATASET, seed=s, model_name=model), recipe) for s in (0, 1)]
+    stacked = build_dc_stacked([make_context(DATASET, seed=s, model_name=model) for s in (0, 1)], recipe)
+    for one, other in zip(alone, stacked):
+        torch.testing.assert_close(one.images, other.images, rtol=1e-4, atol=1e-4)
+        assert one.metadata["matching_loss_last"] == pytest.approx(other.metadata["matching_loss_last"], rel=1e-4)
+
+
+def test_dd_seeds_stacked_equal_seeds_one_by_one():
+    from dsvbench.baselines.dd import build_dd_stacked
+    recipe = DDRecipe(epochs=2, batch_size=16, distill_epochs=2)
+    alone = [build_dd(make_context(DATASET, seed=s), recipe) for s in (0, 1)]
+    stacked = build_dd_stacked([make_context(DATASET, seed=s) for s in (0, 1)], recipe)
+    for one, other in zip(alone, stacked):
+        torch.testing.assert_close(one.images, other.images, rtol=1e-4, atol=1e-5)
+        assert one.metadata["step_sizes"] == pytest.approx(other.metadata["step_sizes"], rel=1e-5)
