@@ -1,11 +1,16 @@
-"""Atomic file writes: write a temporary file beside the target, then ``os.replace``."""
+"""Atomic file writes (a temporary file beside the target, then ``os.replace``) and their
+counterpart, checked reads of cache files: ``weights_only`` loads that turn an unsafe,
+truncated or malformed file into one line on stderr and a rebuild, never a traceback.
+"""
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -34,3 +39,34 @@ def atomic_write_json(path: Path | str, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: Path | str) -> Path:
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+T = TypeVar("T")
+
+
+def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action: str = "building it again",
+                    map_location: Any = "cpu") -> T | None:
+    """``use(torch.load(path, weights_only=True))``, or None after one line on stderr naming the file.
+
+    ``weights_only=True`` unpickles tensors and plain containers only, so a file planted under a
+    cache's exact name cannot run code; ``use`` turns the state into what the caller needs and
+    any error it raises (a missing key, a wrong shape) marks the file as malformed.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "holds objects other than tensors and plain values (refused, nothing in it was run)"
+    except Exception as error:  # noqa: BLE001 - truncated zip, garbage bytes, unreadable file
+        reason = f"is not a readable torch file ({_first_line(error)})"
+    else:
+        try:
+            return use(state)
+        except Exception as error:  # noqa: BLE001 - a cache file is only ever a cache: rebuild it
+            reason = f"is malformed ({_first_line(error)})"
+    print(f"dsvbench: {what} {path} {reason}; {action}", file=sys.stderr, flush=True)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return text if len(text) <= 160 else text[:157] + "..."

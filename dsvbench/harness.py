@@ -198,9 +198,9 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
     cache = {key: Path(config.cache_dir) / "sets" / f"{spec.name}-{key}.pt" for _, key in jobs_keys}
     found = {}
     for _, key in jobs_keys:
-        if cache[key].exists():
-            state = torch.load(cache[key], weights_only=False)
-            found[key] = (CondensedSet.from_state_dict(state["set"]), state["build_info"])
+        cached = _load_cached_set(cache[key]) if cache[key].exists() else None
+        if cached is not None:
+            found[key] = cached
     missing = [(job, key) for job, key in jobs_keys if key not in found]
     if missing:
         device = device_of(config)
@@ -340,3 +340,11 @@ def _announce(outcome: dict[str, Any]) -> None:
         print(f"[done] {task.method} seed {record['seed']} eval {record['eval_index']}: "
               f"{record['test_accuracy']:.2f}% (build {record['build_seconds']:.1f}s, "
               f"retrain {record['retrain_seconds']:.1f}s)", file=sys.stderr, flush=True)
+
+
+def _load_cached_set(path: Path) -> tuple[CondensedSet, dict[str, Any]] | None:
+    """A cached condensed set and its build info; None (so it is rebuilt) when the file is unsafe,
+    truncated or malformed, said in one line naming it (:func:`load_cache_file`)."""
+    from .atomic import load_cache_file
+    return load_cache_file(path, lambda state: (CondensedSet.from_state_dict(state["set"]),
+                                                dict(state["build_info"])), "cached set")

@@ -69,13 +69,46 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
     return images, labels.astype(np.int64)
 
 
+# What a CIFAR batch may reference (Python 2 originals and re-saves under Python 3, protocols 2-5):
+# numpy arrays, dtypes and scalars, and ``_codecs.encode`` (how protocol 2 writes Python 3 bytes).
+# Anything else -- ``os.system``, ``subprocess.Popen``, ``builtins.eval`` -- is refused unrun.
+CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle asked for a global outside :data:`CIFAR_PICKLE_GLOBALS`."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only the globals CIFAR batches need.
+
+    A plain ``pickle.load`` runs whatever callable the file names (``__reduce__``); a file
+    planted under ``--data-root`` would run code with the user's rights.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise UnsafePickle(f"{module}.{name}")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy 2 moved numpy.core
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> dict:
     """CIFAR pickles were written by Python 2: keys and strings are bytes."""
     try:
         with open(path, "rb") as handle:
-            content = pickle.load(handle, encoding="bytes")
+            content = CifarUnpickler(handle, encoding="bytes").load()
+    except UnsafePickle as error:
+        raise UserError(f"refusing to load {path}: it asks for {error}, which no CIFAR pickle needs "
+                        f"(only numpy arrays); the file is not the original, re-download it") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, OSError) as error:
+            ImportError, IndexError, KeyError, OSError) as error:
         raise UserError(f"cannot read {path} as a CIFAR pickle ({type(error).__name__}: {error}); "
                         f"re-download it") from None
     if not isinstance(content, dict):
