@@ -44,6 +44,10 @@ def atomic_torch_save(obj: Any, path: Path | str) -> Path:
 T = TypeVar("T")
 
 
+class CacheMismatch(Exception):
+    """Raised by a :func:`load_cache_file` ``use`` when a readable file does not hold what it should."""
+
+
 def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action: str = "building it again",
                     map_location: Any = "cpu") -> T | None:
     """``use(torch.load(path, weights_only=True))``, or None after one line on stderr naming the file.
@@ -61,6 +65,8 @@ def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action
     else:
         try:
             return use(state)
+        except CacheMismatch as error:
+            reason = str(error)
         except Exception as error:  # noqa: BLE001 - a cache file is only ever a cache: rebuild it
             reason = f"is malformed ({_first_line(error)})"
     print(f"dsvbench: {what} {path} {reason}; {action}", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepar
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .registry import UserError
-from .results import load_failures, load_records, render_text, write_outputs
+from .results import load_failures, load_records, render_text, set_aside_unreadable, write_outputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +238,7 @@ def _main(args: argparse.Namespace) -> int:
     if pretrained is not None:
         print(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
               f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
+    set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
     outcomes = run(config, progress=not args.quiet, loaded=(dataset, pretrained))
     notes = budget_notes(config)
     current = current_keys(config, dataset, pretrained)

@@ -6,6 +6,7 @@ DC literature; every output says so.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,71 @@ STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
 GROUP_TITLES = {"selection": "coreset selection", "synthesis": "synthesis"}
 
 
+# What the table and the resume check read from every record; a file lacking one is unreadable.
+RECORD_FIELDS = {"method": str, "table_name": str, "group": str, "order": (int, float), "seed": int,
+                 "eval_index": int, "test_accuracy": (int, float), "dataset": str, "ipc": int,
+                 "build_seconds": (int, float), "retrain_seconds": (int, float), "eval.name": str,
+                 "eval.epochs": (int, float), "peak_memory_mb": (int, float), "needs": str, "eval_model": str}
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record in ``path``, or None when it is not JSON, not an object, or lacks a field the
+    table needs (a damaged file must neither count as finished nor crash the table)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+            return None
+    return record
+
+
 def load_records(out: Path | str) -> list[dict[str, Any]]:
-    """Every finished record under ``<out>/records`` (failures excluded)."""
+    """Every readable finished record under ``<out>/records`` (failures excluded); each unreadable
+    one is skipped with one line on stderr."""
+    records = []
+    for path in sorted((Path(out) / "records").glob("*.json")):
+        record = read_record(path)
+        if record is None:
+            _warn(f"record {path} is unreadable; left out of the table")
+        else:
+            records.append(record)
+    return records
+
+
+def set_aside_unreadable(out: Path | str) -> int:
+    """Move unreadable records to ``<out>/records/unreadable/`` (kept for inspection), one line each,
+    so that the run treats their jobs as missing and computes them again; returns how many."""
     folder = Path(out) / "records"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    moved = 0
+    for path in sorted(folder.glob("*.json")):
+        if read_record(path) is None:
+            (folder / "unreadable").mkdir(exist_ok=True)
+            path.replace(folder / "unreadable" / path.name)
+            _warn(f"record {path} is unreadable; computing it again (the file is now in {folder / 'unreadable'})")
+            moved += 1
+    return moved
 
 
 def load_failures(out: Path | str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((Path(out) / "records" / "failed").glob("*.json"))]
+    failures = []
+    for path in sorted((Path(out) / "records" / "failed").glob("*.json")):
+        try:
+            failure = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            failure = None
+        if isinstance(failure, dict) and {"method", "seed", "error"} <= set(failure):
+            failures.append(failure)
+        else:
+            _warn(f"failure record {path} is unreadable; ignored")
+    return failures
+
+
+def _warn(message: str) -> None:
+    print(f"dsvbench: {message}", file=sys.stderr, flush=True)
 
 
 def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None) -> pd.DataFrame:

@@ -6,6 +6,7 @@ the exit code, and that the message is one line naming the file or the flag.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -108,3 +109,104 @@ def test_every_method_set_round_trips_with_weights_only(tmp_path):
         torch.save({"set": build(name).state_dict(), "build_info": {"build_seconds": 1.0}}, buffer)
         buffer.seek(0)
         assert torch.load(buffer, weights_only=True)["set"]["labels"].numel() == 3, name
+
+
+# ---------------------------------------------------------------- 2. caches you can trust
+
+def test_fingerprint_hashes_every_pixel_once_per_object():
+    from tests.conftest import make_tiny_dataset
+    from dsvbench.pretrain import dataset_fingerprint
+    dataset = make_tiny_dataset()
+    before = dataset_fingerprint(dataset)
+    memo = dataset._content_hash
+    assert dataset_fingerprint(dataset) == before and dataset._content_hash is memo     # memoized
+    dataset.train_x[0, 0, 0, 1] += 1e-3     # a pixel the old every-997th sample never looked at
+    assert dataset_fingerprint(dataset) != before
+    dataset.test_y[0] = 2                   # the test split counts too
+    changed = dataset_fingerprint(dataset)
+    assert dataset_fingerprint(dataset.to("cpu")) == changed
+
+
+def test_fingerprint_of_an_mnist_sized_dataset_is_fast():
+    import time
+    from dsvbench.data import ImageDataset
+    dataset = ImageDataset("mnist-sized", torch.zeros(60000, 1, 28, 28), torch.zeros(60000, dtype=torch.long),
+                           torch.zeros(10000, 1, 28, 28), torch.zeros(10000, dtype=torch.long), (0.0,), (1.0,),
+                           [str(c) for c in range(10)])
+    start = time.perf_counter()
+    dataset.content_hash()
+    assert time.perf_counter() - start < 1.0
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...]) -> None:
+    from PIL import Image
+    for split, count in (("train", 3), ("test", 1)):
+        for c, name in enumerate(classes):
+            for i in range(count):
+                (root / split / name).mkdir(parents=True, exist_ok=True)
+                pixels = np.random.default_rng(10 * c + i).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+
+
+def test_folder_that_gained_a_class_is_read_again(tmp_path):
+    from dsvbench.config import DataConfig
+    from dsvbench.data import load_dataset
+    config = DataConfig("folder", str(tmp_path / "images"))
+    write_image_folder(tmp_path / "images", ("cat", "dog"))
+    assert load_dataset(config, tmp_path / "cache").num_classes == 2
+    assert load_dataset(config, tmp_path / "cache").num_classes == 2          # from the cache
+    write_image_folder(tmp_path / "images", ("cat", "dog", "emu"))
+    assert load_dataset(config, tmp_path / "cache").num_classes == 3
+    assert len(list((tmp_path / "cache" / "datasets").glob("*.pt"))) == 1       # the stale cache is gone
+
+
+@pytest.mark.parametrize("damage", ["garbage", "tampered"])
+def test_corrupt_dataset_cache_is_one_line_and_read_again(tmp_path, capsys, damage):
+    from dsvbench.config import DataConfig
+    from dsvbench.data import load_dataset
+    config = DataConfig("folder", str(tmp_path / "images"))
+    write_image_folder(tmp_path / "images", ("cat", "dog"))
+    original = load_dataset(config, tmp_path / "cache")
+    [path] = (tmp_path / "cache" / "datasets").glob("*.pt")
+    if damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 10)
+    else:
+        state = torch.load(path, weights_only=True)
+        state["dataset"]["train_x"][0, 0, 0, 0] = 99.0          # sha256 stays the old one
+        torch.save(state, path)
+    capsys.readouterr()
+    again = load_dataset(config, tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert torch.equal(again.train_x, original.train_x)
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and "Traceback" not in err
+    assert ("sha256" in err) == (damage == "tampered")
+    assert torch.load(path, weights_only=True)["sha256"] == original.content_hash()   # rewritten
+
+
+def test_corrupt_pretrained_checkpoint_is_one_line_and_retrained(tiny_dataset, tmp_path, capsys):
+    from dsvbench.config import PretrainRecipe
+    from dsvbench.pretrain import load_or_pretrain
+    recipe = PretrainRecipe(epochs=2, batch_size=16, augment="crop", polish_steps=0)
+    first = load_or_pretrain(tiny_dataset, "convnet_tiny", recipe, tmp_path, "cpu", progress=False)
+    first.path.write_bytes(first.path.read_bytes()[:200])                      # truncated
+    capsys.readouterr()
+    again = load_or_pretrain(tiny_dataset, "convnet_tiny", recipe, tmp_path, "cpu", progress=False)
+    err = capsys.readouterr().err
+    assert lines_naming(err, first.path) == err.strip().splitlines() and len(err.strip().splitlines()) == 1
+    assert "pretraining it again" in err
+    assert again.dynamics.shape == (2, len(tiny_dataset.train_y))
+    assert torch.load(first.path, weights_only=True)["dynamics"].shape == (2, len(tiny_dataset.train_y))
+
+
+def test_garbage_record_is_recomputed_and_the_table_survives(capsys, tmp_path):
+    common = [*FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(capsys, *common)[0] == 0
+    [record] = (tmp_path / "out" / "records").glob("*.json")
+    record.write_text('{"method": "random", "seed": 0, "test_acc')               # cut off mid-write
+    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"))
+    assert code == 2 and lines_naming(err, record) and "Traceback" not in err  # nothing left to render
+    code, out, err = run_cli(capsys, *common)
+    assert code == 0 and "Traceback" not in err and len(lines_naming(err, record)) == 1, err
+    assert "computing it again" in err and "digits IPC=1: ours" in out
+    assert json.loads(record.read_text())["test_accuracy"] > 0                    # recomputed
+    assert (tmp_path / "out" / "records" / "unreadable" / record.name).exists()

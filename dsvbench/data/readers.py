@@ -13,9 +13,9 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from ..config import DataConfig
-from . import DATASETS, RawSplits, missing
+from . import DATASETS, SOURCES, RawSplits, missing
 from .download import fetch_with_torchvision
-from .folder import read_image_folder
+from .folder import list_split, read_image_folder
 from .formats import read_cifar_batches, read_cifar_names, read_idx_pair, read_svhn_mat, resolve_gz
 
 T = TypeVar("T")
@@ -47,6 +47,10 @@ def _find_or_fetch(config: DataConfig, name: str, find: Callable[[Path], T | Non
 def _folder_with(candidates: list[Path], files: tuple[str, ...]) -> Path | None:
     """The first candidate folder holding all ``files``."""
     return next((c for c in candidates if all((c / f).is_file() for f in files)), None)
+
+
+def _files_in(folder: Path | None, files: tuple[str, ...]) -> list[Path] | None:
+    return None if folder is None else [folder / f for f in files]
 
 
 @DATASETS.register("digits")
@@ -82,6 +86,18 @@ def _read_idx_dataset(config: DataConfig, name: str, subfolder: str, class_names
     return RawSplits(train_x, train_y, test_x, test_y, list(class_names))
 
 
+def _idx_sources(subfolder: str) -> Callable[[DataConfig], list[Path] | None]:
+    def sources(config: DataConfig) -> list[Path] | None:
+        root = _root(config)
+        paths = _find_idx([root / subfolder / "raw", root])
+        return None if paths is None else list(paths.values())
+    return sources
+
+
+SOURCES.add("mnist", _idx_sources("MNIST"))
+SOURCES.add("fashion-mnist", _idx_sources("FashionMNIST"))
+
+
 @DATASETS.register("mnist")
 def read_mnist(config: DataConfig) -> RawSplits:
     """MNIST (LeCun et al. 1998): 60k/10k 28×28 grayscale digits."""
@@ -92,6 +108,12 @@ def read_mnist(config: DataConfig) -> RawSplits:
 def read_fashion_mnist(config: DataConfig) -> RawSplits:
     """Fashion-MNIST (Xiao et al. 2017): 60k/10k 28×28 grayscale clothes, same IDX files."""
     return _read_idx_dataset(config, "fashion-mnist", "FashionMNIST", FASHION_NAMES)
+
+
+@SOURCES.register("cifar10")
+def cifar10_sources(config: DataConfig) -> list[Path] | None:
+    root = _root(config)
+    return _files_in(_folder_with([root / "cifar-10-batches-py", root], CIFAR10_FILES), CIFAR10_FILES)
 
 
 @DATASETS.register("cifar10")
@@ -107,6 +129,12 @@ def read_cifar10(config: DataConfig) -> RawSplits:
     return RawSplits(train_x, train_y, test_x, test_y, read_cifar_names(folder / "batches.meta", "label_names"))
 
 
+@SOURCES.register("cifar100")
+def cifar100_sources(config: DataConfig) -> list[Path] | None:
+    root = _root(config)
+    return _files_in(_folder_with([root / "cifar-100-python", root], CIFAR100_FILES), CIFAR100_FILES)
+
+
 @DATASETS.register("cifar100")
 def read_cifar100(config: DataConfig) -> RawSplits:
     """CIFAR-100 (Krizhevsky 2009) with its 100 fine labels: ``cifar-100-python/`` under the root."""
@@ -119,6 +147,11 @@ def read_cifar100(config: DataConfig) -> RawSplits:
     return RawSplits(train_x, train_y, test_x, test_y, read_cifar_names(folder / "meta", "fine_label_names"))
 
 
+@SOURCES.register("svhn")
+def svhn_sources(config: DataConfig) -> list[Path] | None:
+    return _files_in(_folder_with([_root(config)], SVHN_FILES), SVHN_FILES)
+
+
 @DATASETS.register("svhn")
 def read_svhn(config: DataConfig) -> RawSplits:
     """SVHN cropped digits (Netzer et al. 2011), train and test (not ``extra``); label 10 -> 0."""
@@ -128,6 +161,13 @@ def read_svhn(config: DataConfig) -> RawSplits:
     train_x, train_y = read_svhn_mat(folder / SVHN_FILES[0])
     test_x, test_y = read_svhn_mat(folder / SVHN_FILES[1])
     return RawSplits(train_x, train_y, test_x, test_y, list(DIGIT_NAMES))
+
+
+@SOURCES.register("folder")
+def folder_sources(config: DataConfig) -> list[Path] | None:
+    """Every image file of both splits (a bad layout raises the reader's own one-line error)."""
+    root = _root(config)
+    return list_split(root / "train")[0] + list_split(root / "test")[0] if root.is_dir() else None
 
 
 @DATASETS.register("folder")

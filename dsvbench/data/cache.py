@@ -1,0 +1,66 @@
+"""The dataset tensor cache under ``<cache-dir>/datasets``: keyed by the source files, verified on load.
+
+The file name holds a hash of the data root and one of the source files' signature (size and
+modification time of each file; names and sizes of every image in a folder dataset), so
+re-downloaded files or a folder that gained a class are read again instead of answered from a
+stale cache.  The sha256 of the tensors (:meth:`ImageDataset.content_hash`) is stored beside
+them and checked on load; a corrupt or mismatching file is one line on stderr and re-read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..atomic import CacheMismatch, atomic_torch_save, load_cache_file
+from ..config import DataConfig, config_hash
+from . import SOURCES, ImageDataset
+
+FORMAT = 2  # version of the stored layout ({"dataset", "sha256", "source"})
+
+
+def source_key(config: DataConfig) -> str | None:
+    """Hash of the files ``config``'s reader reads, None when they are missing or unknown (no cache)."""
+    if config.name not in SOURCES:
+        return None
+    files = SOURCES.get(config.name)(config)
+    if files is None:
+        return None
+    root = _root(config)
+    if config.name == "folder":  # copies of a folder keep names and sizes, not modification times
+        signature = [(str(p.relative_to(root)), p.stat().st_size) for p in files]
+    else:
+        signature = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return config_hash(FORMAT, signature)
+
+
+def cache_path(cache_dir: str | Path, config: DataConfig, key: str) -> Path:
+    return Path(cache_dir) / "datasets" / f"{config.name}-{config_hash(config.name, str(_root(config)))}-{key}.pt"
+
+
+def load_cached_dataset(cache_dir: str | Path, config: DataConfig, key: str) -> ImageDataset | None:
+    """The cached tensors if their file exists and its stored sha256 matches them, else None."""
+    path = cache_path(cache_dir, config, key)
+    if not path.exists():
+        return None
+    return load_cache_file(path, _verified, "cached dataset", action="reading the dataset files again")
+
+
+def _verified(state: dict[str, Any]) -> ImageDataset:
+    dataset = ImageDataset(**state["dataset"])
+    if dataset.content_hash() != state["sha256"]:
+        raise CacheMismatch("does not match the sha256 stored with it (changed or damaged on disk)")
+    return dataset
+
+
+def save_cached_dataset(cache_dir: str | Path, config: DataConfig, key: str, dataset: ImageDataset) -> Path:
+    """Write the tensors with their sha256; older caches of the same root (other sources) are removed."""
+    path = cache_path(cache_dir, config, key)
+    atomic_torch_save({"dataset": dataset.fields(), "sha256": dataset.content_hash(), "source": key}, path)
+    for stale in path.parent.glob(path.name.rsplit("-", 1)[0] + "-*.pt"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def _root(config: DataConfig) -> Path:
+    return Path(config.root).expanduser().resolve()
