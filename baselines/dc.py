@@ -35,6 +35,7 @@ from torch.func import functional_call, grad, grad_and_value, stack_module_state
 from dsvbench.dsa import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
 from dsvbench.models import MODELS
+from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
 from dsvbench.registry import UserError
 
 # Reference ``get_loops``: IPC -> (outer loop, inner loop); the outer loop always equals the IPC.
@@ -127,48 +128,19 @@ def class_weight_grads(net: nn.Module, images: torch.Tensor, mask: torch.Tensor,
     """Per-class gradients of every conv / linear weight in ONE forward and backward pass.
 
     ``images`` is K×M×C×H×W (class k's batch, padded to M), ``mask`` K×M (1 = real entry),
-    ``labels`` K.  Class k's loss is the mean CE over its unpadded entries; since every layer
-    treats examples independently (instance norm, or batch norm frozen in eval mode), the
-    gradient of Σ_k L_k with respect to a layer's output at an example is that example's own
-    class gradient.  The weight gradient of class k is then the class-restricted sum of
-    δ ⊗ input (conv: over the unfolded patches), a K-batched matrix product — the same numbers as
-    K separate ``autograd.grad`` calls (tested), without K passes of Python and kernel overhead.
-    Returns one K×(weight shape) tensor per conv / linear layer, in forward order (biases and
-    norm parameters are ignored by DC's distance, so they are not formed).
+    ``labels`` K.  Class k's loss is the mean CE over its unpadded entries; the K weight gradients
+    come from :func:`dsvbench.pergroup.per_group_grads` — the same numbers as K separate
+    ``autograd.grad`` calls (tested), without K passes of Python and kernel overhead.  One
+    K×(weight shape) tensor per conv / linear layer, in forward order (biases and norm parameters
+    are ignored by DC's distance, so they are not formed).
     """
     classes, per_class = mask.shape
-    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    captured: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
-
-    def remember(module, inputs, output):
-        captured.append((module, inputs[0], output))
-        return output.clone()   # a later in-place op (ReLU) must not change the tensor δ is taken of
-    handles = [m.register_forward_hook(remember) for m in layers]
-    try:
-        logits = net(images.flatten(0, 1))
-    finally:
-        for handle in handles:
-            handle.remove()
     targets = labels.repeat_interleave(per_class)
     weights = (mask / mask.sum(1, keepdim=True).clamp_min(1)).flatten()
-    loss = (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
-    deltas = torch.autograd.grad(loss, [output for _, _, output in captured], create_graph=create_graph)
-    grads = []
-    for (module, inputs, _), delta in zip(captured, deltas):
-        if isinstance(module, nn.Linear):
-            grads.append(torch.einsum("kmo,kmi->koi", delta.view(classes, per_class, -1),
-                                      inputs.reshape(classes, per_class, -1)))
-            continue
-        if module.groups != 1 or not isinstance(module.padding, tuple):
-            raise MethodFailed("dc: per-class gradients support ungrouped convolutions with numeric padding")
-        # class k as convolution group k: one grouped weight-gradient call gives all K gradients
-        grouped_input = inputs.reshape(classes, per_class, *inputs.shape[1:]).transpose(0, 1).flatten(1, 2)
-        grouped_delta = delta.reshape(classes, per_class, *delta.shape[1:]).transpose(0, 1).flatten(1, 2)
-        grad = torch.nn.grad.conv2d_weight(grouped_input, (classes * module.out_channels, *module.weight.shape[1:]),
-                                           grouped_delta, module.stride, module.padding, module.dilation,
-                                           groups=classes)
-        grads.append(grad.view(classes, *module.weight.shape))
-    return grads
+    groups = torch.arange(classes, device=mask.device).repeat_interleave(per_class)
+    grads, _ = per_group_grads(net, images.flatten(0, 1), weighted_cross_entropy(weights, targets), groups,
+                               classes, create_graph=create_graph, weights_only=True)
+    return list(grads.values())
 
 
 def batched_distance(grads_syn: list[torch.Tensor], grads_real: list[torch.Tensor]) -> torch.Tensor:
