@@ -205,3 +205,43 @@ def test_seeds_built_together_equal_seeds_built_alone(method):
         torch.testing.assert_close(one.images, other.images, rtol=1e-4, atol=1e-5)
         assert one.labels.tolist() == other.labels.tolist()
         assert one.metadata["alive"] == other.metadata["alive"]
+
+
+def norm_free_model(dtype=torch.float64) -> torch.nn.Module:
+    from dsvbench.models import ConvNet
+    model = ConvNet(SHAPE, width=6, norm="none", pooling="maxpool").to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=dtype) * 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("objective", ["loss", "margin"])
+@pytest.mark.parametrize("normalize", ["global", "mean"])
+def test_all_parameters_of_every_group_in_one_pass_equal_per_group_autograd(objective, normalize):
+    # Stationarity over all of a norm-free network's parameters, several seeds' candidates at once
+    # (dsvbench.pergroup) against the double backward of each group alone.
+    x, y, lam = candidates(8)
+    groups = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0])
+    fast = DeepKKT(norm_free_model(), "all", normalize=normalize, beta=0.7, objective=objective)
+    slow = DeepKKT(norm_free_model(), "all", normalize=normalize, beta=0.7, objective=objective)
+    slow.grouped = False
+    assert fast.grouped
+    got = fast.kkt(x, y, lam, weight=2.0, groups=groups, n_groups=2)
+    for g in range(2):
+        members = groups == g
+        want = slow.kkt(x[members], y[members], lam[members], weight=2.0)
+        torch.testing.assert_close(got.stat[g:g + 1], want.stat, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got.grad_lam[members], want.grad_lam, rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(got.grad_inputs[members], want.grad_inputs, rtol=1e-8, atol=1e-12)
+
+
+def test_margin_objective_in_closed_form_equals_autograd():
+    x, y, lam = candidates(6)
+    fast = DeepKKT(tiny_model(steps=10), "classifier", objective="margin")
+    slow = DeepKKT(tiny_model(steps=10), "classifier", objective="margin", analytic=False)
+    got, want = fast.kkt(x, y, lam), slow.kkt(x, y, lam)
+    torch.testing.assert_close(got.stat, want.stat, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got.grad_inputs, want.grad_inputs, rtol=1e-8, atol=1e-12)
+    # the margin's gradient is not the loss's
+    assert not torch.allclose(got.grad_lam, DeepKKT(tiny_model(steps=10), "classifier").kkt(x, y, lam).grad_lam)

@@ -41,12 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .. import pergroup
 from .base import MethodFailed
 
 PARAM_SETS = ("all", "sensitive", "classifier")
 DISTANCES = ("l1", "sq_l2")
 SQRT_MODES = ("none", "signed")
-NORMALIZATIONS = ("none", "global", "tensor")
+NORMALIZATIONS = ("none", "global", "tensor", "mean")
+OBJECTIVES = ("loss", "margin")
 SQRT_EPS = 1e-8
 
 
@@ -66,16 +68,18 @@ class DeepKKT:
     """L_kkt of a frozen pretrained model; the model itself is copied and never modified."""
 
     def __init__(self, model: nn.Module, params: str = "all", distance: str = "l1", sqrt: str = "signed",
-                 normalize: str = "global", beta: float = 1.0, chunk: int = 512, analytic: bool = True):
+                 normalize: str = "global", beta: float = 1.0, chunk: int = 512, analytic: bool = True,
+                 objective: str = "loss"):
         for value, valid, name in ((params, PARAM_SETS, "params"), (distance, DISTANCES, "distance"),
-                                   (sqrt, SQRT_MODES, "sqrt"), (normalize, NORMALIZATIONS, "normalize")):
+                                   (sqrt, SQRT_MODES, "sqrt"), (normalize, NORMALIZATIONS, "normalize"),
+                                   (objective, OBJECTIVES, "objective")):
             if value not in valid:
                 raise ValueError(f"DeepKKT {name}={value!r}; valid: {', '.join(valid)}")
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.theta = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        self.distance, self.sqrt, self.normalize = distance, sqrt, normalize
+        self.distance, self.sqrt, self.normalize, self.objective = distance, sqrt, normalize, objective
         self.beta, self.chunk = beta, max(int(chunk), 1)
         self.names = select_params(self.model, self.theta, params)
         if not self.names:
@@ -86,12 +90,33 @@ class DeepKKT:
         fill = torch.stack(positive).mean() if positive else torch.ones(())
         self.reference = [r if r > 0 else fill for r in reference]  # all-zero θ* tensors (tensor mode)
         self.reference_sum = torch.stack(reference).sum()
+        self.entries = sum(t.numel() for t in self.targets)
         classifier = getattr(self.model, "classifier", None)
         # closed-form classifier gradients (``_kkt_classifier``) where the target is exactly the last
         # linear layer of a model with .features(); ``analytic=False`` forces the autograd path
         self.analytic = bool(analytic and params == "classifier" and isinstance(classifier, nn.Linear)
                              and hasattr(self.model, "features")
                              and self.names == ["classifier.weight", "classifier.bias"])
+        # every target tensor in a conv / linear layer: all seeds' G in one pass (dsvbench.pergroup)
+        self.grouped = not self.analytic and pergroup.supported(self.model, self.names)
+
+    def per_example(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """o_i whose λ-weighted gradient sum G = Σ λ_i ∇θ o_i enters Eq. 8: ``loss`` = CE (the seed's
+        ∇θ L) or ``margin`` = −(Φ_y − max_{j≠y} Φ_j) (the NeurIPS version's y_i ∇θ Φ(x_i), as Haim et
+        al.'s multiclass margin; the sign keeps θ* ≈ −G in both cases)."""
+        if self.objective == "loss":
+            return F.cross_entropy(logits, labels, reduction="none")
+        label_logit = logits.gather(1, labels[:, None]).squeeze(1)
+        others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+        return others.max(1).values - label_logit
+
+    def _logit_grad(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """∂o_i/∂logits_i (closed form, differentiable): p − e_y for the loss, e_{j*} − e_y for the margin."""
+        target = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        if self.objective == "loss":
+            return logits.softmax(1) - target
+        runner_up = logits.masked_fill(target.bool(), float("-inf")).argmax(1)
+        return F.one_hot(runner_up, logits.shape[1]).to(logits.dtype) - target
 
     # ----- forward pieces ------------------------------------------------------------------
     def logits(self, inputs: torch.Tensor, leaves: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -110,7 +135,7 @@ class DeepKKT:
         names = self.names if names is None else names
         leaves = self._leaves(names)
         logits = self.logits(inputs, leaves)
-        losses = F.cross_entropy(logits, labels, reduction="none")
+        losses = self.per_example(logits, labels)
         grads = torch.autograd.grad((lam * losses).sum(), [leaves[n] for n in names],
                                     create_graph=create_graph)
         return list(grads), logits
@@ -130,6 +155,8 @@ class DeepKKT:
             return torch.stack(parts).sum(0)
         if self.normalize == "global":
             return torch.stack(parts).sum(0) / self.reference_sum
+        if self.normalize == "mean":   # the NeurIPS version: "averaged the distance per parameter"
+            return torch.stack(parts).sum(0) / self.entries
         return torch.stack([p / r for p, r in zip(parts, self.reference)]).mean(0)
 
     # ----- L_kkt and its gradients -----------------------------------------------------------
@@ -147,6 +174,8 @@ class DeepKKT:
         groups = torch.zeros(len(labels), dtype=torch.long, device=labels.device) if groups is None else groups
         if self.analytic:
             return self._kkt_classifier(inputs, labels, lam, weight, input_grad, groups, n_groups, encoded)
+        if self.grouped and len(inputs) <= self.chunk * max(n_groups, 1):
+            return self._kkt_grouped(inputs, labels, lam, weight, input_grad, groups, n_groups)
         parts = []
         for g in range(n_groups):   # the autograd path: group by group
             members = torch.nonzero(groups == g).flatten()
@@ -167,6 +196,27 @@ class DeepKKT:
             feats = torch.cat([self.model.features(chunk) for chunk in inputs.split(batch)])
             return feats, F.linear(feats, self.theta[self.names[0]], self.theta[self.names[1]])
 
+    def _kkt_grouped(self, inputs, labels, lam, weight, input_grad, groups, n_groups) -> KKTValues:
+        """Every group's G over all its target tensors in one forward / backward
+        (:func:`dsvbench.pergroup.per_group_grads`, differentiable), then one backward of L_kkt."""
+        x = inputs.detach().requires_grad_(True)   # the graph must reach the layer outputs
+        lam = lam.detach().requires_grad_(True)
+        with torch.enable_grad():
+            grads, logits = pergroup.per_group_grads(
+                self.model, x, lambda out: lam * self.per_example(out, labels), groups, n_groups, self.names,
+                create_graph=True)
+            stat = self.stat_distance([grads[n] for n in self.names])
+            member = F.one_hot(groups, n_groups).to(logits.dtype)
+            counts = member.sum(0).clamp_min(1)
+            losses = F.cross_entropy(logits, labels, reduction="none")
+            primal = (member.T @ (losses * (logits.argmax(1) != labels).to(losses.dtype))) / counts
+            total = weight * (primal.sum() + self.beta * stat.sum())
+            out = torch.autograd.grad(total, [x, lam] if input_grad else [lam], allow_unused=True)
+        logits = logits.detach()
+        return KKTValues(primal.detach(), stat.detach(), (member.T @ entropy(logits)) / counts,
+                         (member.T @ (logits.argmax(1) == labels).to(logits.dtype)) / counts,
+                         _or_zeros(out[0], x) if input_grad else None, _or_zeros(out[-1], lam))
+
     def _kkt_classifier(self, inputs, labels, lam, weight, input_grad, groups, n_groups, encoded) -> KKTValues:
         """The classifier target in closed form: ∇_W CE_i = (p_i − e_{y_i}) f_iᵀ, ∇_b CE_i = p_i − e_{y_i},
         so G_g = Σ_{i∈g} λ_i (p_i − e_{y_i}) [f_iᵀ, 1] — the numbers of the double backward (tested),
@@ -182,7 +232,7 @@ class DeepKKT:
         member = F.one_hot(groups, n_groups).to(feats.dtype)                       # n×G
         counts = member.sum(0).clamp_min(1)
         with torch.enable_grad():
-            delta = lam[:, None] * (logits.softmax(1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+            delta = lam[:, None] * self._logit_grad(logits, labels)
             grad_w = torch.stack([(delta * member[:, g, None]).T @ feats for g in range(n_groups)])
             grad_b = member.T @ delta
             stat = self.stat_distance([grad_w, grad_b])
@@ -316,6 +366,7 @@ class KKTRecipe:
                                      # steps drive 99 % of the λ below 0 within a few dozen steps)
     lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | a number
     rescale_every: int = 25          # every k steps λ ← c·λ with the best c > 0 (0 = never; choice)
+    objective: str = "loss"          # G = Σλ∇θ CE (the seed, Eq. 8) | margin (NeurIPS: Σλ y ∇θ Φ)
     aug_flip: bool = True            # off on digit datasets (recipe_defaults)
     aug_shift: float = 0.125         # translation, fraction of the size (choice)
     aug_scale: float = 0.1           # zoom 1 ± scale (choice)
@@ -327,7 +378,7 @@ class KKTRecipe:
 
 def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
     return DeepKKT(model, recipe.params, recipe.distance, recipe.sqrt, recipe.normalize, recipe.beta,
-                   recipe.chunk)
+                   recipe.chunk, objective=recipe.objective)
 
 
 def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: str) -> float:
