@@ -23,7 +23,7 @@ import torch
 from joblib import Parallel, delayed
 
 from .atomic import atomic_torch_save, atomic_write_json
-from .config import BenchConfig, config_hash, eval_recipe, to_dict
+from .config import BenchConfig, PretrainRecipe, config_hash, eval_recipe, to_dict
 from .data import ImageDataset, load_dataset
 from .images import save_grid
 from .methods import METHODS, BuildContext, CondensedSet, MethodSpec, load_methods
@@ -78,9 +78,30 @@ def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str)
 
 
 def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:
+    """(the run's θ* is needed, its training dynamics are needed); a method that names its own θ*
+    (``recipe.pretrained_spec()``) does not need the run's for its model."""
     load_methods()
     specs = [METHODS.get(m) for m in config.methods]
-    return any(s.needs_model or s.needs_dynamics for s in specs), any(s.needs_dynamics for s in specs)
+    own = {s.name for s in specs if _own_theta(config, s) is not None}
+    return (any((s.needs_model and s.name not in own) or s.needs_dynamics for s in specs),
+            any(s.needs_dynamics for s in specs))
+
+
+def _own_theta(config: BenchConfig, spec: MethodSpec) -> tuple[str, dict] | None:
+    hook = getattr(method_recipe(config, spec, config.defaults_dataset), "pretrained_spec", None)
+    return hook() if (hook and spec.needs_model) else None
+
+
+def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_pretrained: Pretrained | None,
+              progress: bool = False) -> Pretrained | None:
+    """The θ* method ``spec`` works with: its own (architecture + pretraining recipe it names,
+    trained once and cached like any θ*) or the run's."""
+    own = _own_theta(config, spec)
+    if own is None:
+        return run_pretrained
+    model_name, overrides = own
+    recipe = PretrainRecipe.for_dataset(config.defaults_dataset, **overrides)
+    return load_or_pretrain(dataset, model_name, recipe, config.cache_dir, device_of(config), progress)
 
 
 def plan(config: BenchConfig) -> list[Task]:
@@ -105,6 +126,8 @@ def prepare(config: BenchConfig, progress: bool = True,
     if need_model:
         pretrained = load_or_pretrain(dataset, config.model, config.pretrain, config.cache_dir,
                                       device_of(config), progress, require_dynamics=need_dynamics)
+    for method in config.methods:   # methods' own θ*: trained here once, so workers find them cached
+        theta_for(config, METHODS.get(method), dataset, pretrained, progress)
     return dataset, pretrained
 
 
@@ -129,8 +152,9 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
     """Build (or load) the sets of the task's seeds, then retrain every pending (set, eval) of
     them as one stacked population; one record per (seed, eval), written as soon as it exists."""
     load_methods()
-    dataset, pretrained = loaded or prepare(config, progress=False)
+    dataset, run_pretrained = loaded or prepare(config, progress=False)
     spec = METHODS.get(task.method)
+    pretrained = theta_for(config, spec, dataset, run_pretrained)
     device = device_of(config)
     recipe = method_recipe(config, spec, config.defaults_dataset)
     evaluation = column_eval_recipe(config, spec, config.defaults_dataset)
@@ -167,6 +191,9 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
             "dataset": dataset.name, "ipc": config.ipc, "model": config.model,
             "eval_model": config.retrain_model, "needs": spec.needs, "device": str(device),
             "set_key": key, "pretrain_key": pretrained.key if pretrained else None,
+            "theta_model": (_own_theta(config, spec) or (config.model,))[0] if pretrained else None,
+            "theta_train_accuracy": pretrained.train_accuracy if pretrained else None,
+            "theta_test_accuracy": pretrained.test_accuracy if pretrained else None,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **info,
             **{f"eval.{k}": v for k, v in to_dict(evaluation).items()},

@@ -140,6 +140,14 @@ def convnet_maxpool(shape: InputShape) -> nn.Module:
     return ConvNet(shape, pooling="maxpool")
 
 
+@MODELS.register("convnet_dsv")
+def convnet_dsv(shape: InputShape) -> nn.Module:
+    """θ* of the DSV paper: conv layers followed by max pooling and one linear layer, no
+    normalization (NeurIPS version, Implementation Details) — every parameter can then carry the
+    stationarity of Eq. 6 (no scale-invariant weights, see ``dsvbench.methods.deepkkt``)."""
+    return ConvNet(shape, norm="none", pooling="maxpool")
+
+
 @MODELS.register("mlp")
 def mlp(shape: InputShape) -> nn.Module:
     """Two hidden layers of 128 units."""

@@ -367,6 +367,19 @@ class KKTRecipe:
     lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | a number
     rescale_every: int = 25          # every k steps λ ← c·λ with the best c > 0 (0 = never; choice)
     objective: str = "loss"          # G = Σλ∇θ CE (the seed, Eq. 8) | margin (NeurIPS: Σλ y ∇θ Φ)
+    # θ* of the DSV columns (their own, cached like any θ*; herding / forgetting keep the run's):
+    theta_model: str = "run"         # "run" = the run's --model θ* | a registry name, e.g. convnet_dsv
+    theta_epochs: int = 0            # Adam epochs of that θ* (0 = the dataset's default)
+    theta_weight_decay: float = 5e-3 # paper, Appendix B
+
+    def pretrained_spec(self) -> tuple[str, dict] | None:
+        """(architecture, PretrainRecipe overrides) of the θ* this method needs; None = the run's."""
+        if self.theta_model == "run":
+            return None
+        overrides = {"weight_decay": self.theta_weight_decay}
+        if self.theta_epochs > 0:
+            overrides["epochs"] = self.theta_epochs
+        return self.theta_model, overrides
     aug_flip: bool = True            # off on digit datasets (recipe_defaults)
     aug_shift: float = 0.125         # translation, fraction of the size (choice)
     aug_scale: float = 0.1           # zoom 1 ± scale (choice)
