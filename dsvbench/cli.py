@@ -5,6 +5,8 @@ Bad input is one line on stderr and exit code 2, checked before any work starts.
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.util
 import json
 import os
 import platform
@@ -21,15 +23,22 @@ import torch
 from . import __version__
 from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run, set_key
+from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run, set_key, theta_for
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .registry import UserError
 from .results import load_failures, load_records, render_text, set_aside_unreadable, write_outputs
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage block runs to many), exit code 2 as usual."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dsvbench", description=(
+    parser = OneLineParser(prog="dsvbench", description=(
         "Dataset distillation / coreset selection at tiny budgets: reproduces Table 1 of "
         "'Deep Support Vectors' and compares your methods with it."))
     add = parser.add_argument
@@ -92,50 +101,97 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         METHODS.get(method)
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
     for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", args.evals_per_set),
-                        ("--jobs", args.jobs), ("--eval-epochs", args.eval_epochs or 1),
-                        ("--pretrain-epochs", args.pretrain_epochs or 1)):
-        if value < 1:
+                        ("--jobs", args.jobs), ("--eval-epochs", args.eval_epochs),
+                        ("--pretrain-epochs", args.pretrain_epochs)):
+        if value is not None and value < 1:  # 0 is an error, not "the default"
             raise UserError(f"{name} must be at least 1, got {value}")
     overrides = parse_overrides(args.overrides)
     if args.herding_features:
         overrides += (("herding", "features", args.herding_features),)
+    _check_reference_dataset(args.reference_dataset)
+    _check_backend(args.backend)
     like = args.reference_dataset or args.dataset
-    pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}
+    pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs is not None else {}
     config = BenchConfig(
         data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
         eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=args.evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, method_overrides=overrides,
-        device=args.device, jobs=args.jobs, backend=args.backend,
+        device=args.device, jobs=_worker_count(args.jobs, len(methods) * len(seeds)), backend=args.backend,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset)
-    for method in config.methods:  # recipe overrides parse now, not halfway through the run
+    # recipe overrides parse now, not halfway through the run: also those of methods not in this run
+    for method in dict.fromkeys([*config.methods, *(m for m, _, _ in overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
     _check_device(config.device)
-    if config.device != "cpu" and config.jobs > 1:
-        raise UserError(f"--jobs {config.jobs} with --device {config.device}: one process per GPU (processes "
+    if config.device != "cpu" and args.jobs > 1:
+        raise UserError(f"--jobs {args.jobs} with --device {config.device}: one process per GPU (processes "
                         "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1")
-    _check_writable(Path(config.out))
+    _check_writable(Path(config.out), "--out")
+    _check_writable(Path(config.cache_dir), "--cache-dir")
     return config
 
 
+def _worker_count(jobs: int, tasks: int) -> int:
+    """``--jobs`` capped by the usable cores and the number of (method, seed) pairs: ``--jobs 1000``
+    must not start 1000 processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(jobs, cores, tasks))
+
+
+def _check_reference_dataset(name: str | None) -> None:
+    known = [n for n in DATASETS.names() if n != "folder"]  # a folder has no defaults or paper figures
+    if name is not None and name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--reference-dataset {name!r} is not a known dataset{hint}; known: {', '.join(known)}")
+
+
+def _check_backend(backend: str) -> None:
+    """A joblib backend registered here, or dask/ray when their packages import (joblib registers them)."""
+    from joblib.parallel import BACKENDS
+    external = {"dask": "distributed", "ray": "ray"}
+    known = sorted(set(BACKENDS) | set(external))
+    if backend not in known:
+        raise UserError(f"--backend {backend!r} is not a joblib backend; known: {', '.join(known)}")
+    if backend in external and importlib.util.find_spec(external[backend]) is None:
+        raise UserError(f"--backend {backend} needs the {external[backend]!r} package; install it or use loky")
+    if backend == "ray" and backend not in BACKENDS:
+        from ray.util.joblib import register_ray
+        register_ray()
+
+
 def _check_device(device: str) -> None:
+    """cpu, or an accelerator this machine has: a device that fails later would fail after pretraining."""
     try:
         parsed = torch.device(device)
     except RuntimeError:
         raise UserError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    available = {"mps": lambda: torch.backends.mps.is_available(),
+                 "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if parsed.type in available and not available[parsed.type]():
+        raise UserError(f"--device {device}: {parsed.type} is not available on this machine; use --device cpu")
+    if parsed.type not in ("cpu", "cuda", *available):
+        raise UserError(f"--device {device}: dsvbench runs on cpu, cuda[:N], mps or xpu, not {parsed.type}")
 
 
-def _check_writable(out: Path) -> None:
+def _check_writable(folder: Path, flag: str) -> None:
+    """``folder`` exists (created if needed) and takes a file, checked before any work starts."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder; choose a folder (it is created if missing)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"--out {out}: cannot write there ({error.strerror or error}); choose another folder") from None
+        raise UserError(f"{flag} {folder}: cannot write there ({error.strerror or error}); "
+                        f"choose another folder") from None
 
 
 def check_ipc(config: BenchConfig, class_counts: torch.Tensor) -> None:
@@ -198,6 +254,8 @@ def budget_notes(config: BenchConfig) -> list[str]:
     if config.eval_epochs is not None:
         notes.append(f"REDUCED/CHANGED BUDGET: retraining for {config.eval_epochs} epochs (recipe default 300)")
     for method, field, value in config.method_overrides:
+        if method not in config.methods:  # validated, but it changes nothing in this run
+            continue
         notes.append(f"CHANGED RECIPE: {method}.{field}={value} (not the published default)")
     default_pretrain = PretrainRecipe.for_dataset(config.defaults_dataset)
     if config.pretrain != default_pretrain and any(needs_pretrained(config)):
@@ -208,13 +266,19 @@ def budget_notes(config: BenchConfig) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input)."""
+    """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input, 130 Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
     except UserError as error:
         print(f"dsvbench: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every finished record is on disk already: say so, no traceback
+        records = Path(args.out or f"results/{args.dataset}-ipc{args.ipc}") / "records"
+        finished = sum(1 for _ in records.glob("*.json")) if records.is_dir() and not args.from_dirs else 0
+        print(f"dsvbench: interrupted; {finished} records finished in {records}, rerun to resume",
+              file=sys.stderr, flush=True)
+        return 130
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -276,7 +340,8 @@ def current_keys(config: BenchConfig, dataset, pretrained) -> dict[tuple[str, in
         recipe = method_recipe(config, spec, config.defaults_dataset)
         evaluation = _json_normal(to_dict(column_eval_recipe(config, spec, config.defaults_dataset)))
         for seed in config.seeds:
-            keys[(method, seed)] = (set_key(config, spec, recipe, dataset, pretrained, seed), evaluation)
+            theta = theta_for(config, spec, dataset, pretrained)   # a method's own θ* keys its sets
+            keys[(method, seed)] = (set_key(config, spec, recipe, dataset, theta, seed), evaluation)
     return keys
 
 

@@ -31,7 +31,10 @@ class Planted:
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:     # argparse's own errors exit instead of returning
+        code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -210,3 +213,96 @@ def test_garbage_record_is_recomputed_and_the_table_survives(capsys, tmp_path):
     assert "computing it again" in err and "digits IPC=1: ours" in out
     assert json.loads(record.read_text())["test_accuracy"] > 0                    # recomputed
     assert (tmp_path / "out" / "records" / "unreadable" / record.name).exists()
+
+
+# ---------------------------------------------------------------- 3. bad input: one line, exit code 2, no work
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--eval-epochs", "0"], "--eval-epochs must be at least 1, got 0"),
+    (["--pretrain-epochs", "0"], "--pretrain-epochs must be at least 1, got 0"),   # was: silently the default
+    (["--set", "dc.nope=1"], "method 'dc' has no recipe field 'nope'"),            # dc is not in the run
+    (["--set", "dc.iterations=many"], "--set dc.iterations='many': expected int"),
+    (["--set", "nosuch.x=1"], "unknown method 'nosuch'"),
+    (["--reference-dataset", "nosuch"], "--reference-dataset 'nosuch' is not a known dataset"),
+    (["--reference-dataset", "cifar"], "did you mean 'cifar10'?"),
+    (["--backend", "nonsense"], "--backend 'nonsense' is not a joblib backend; known: dask, loky"),
+    (["--device", "meta"], "dsvbench runs on cpu, cuda[:N], mps or xpu, not meta"),
+    (["--seeds", "x"], "argument --seeds: invalid int value: 'x'"),
+])
+def test_bad_input_is_one_line_exit_2_before_any_work(capsys, tmp_path, argv, expected):
+    code, _, err = run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                           *argv)
+    assert_one_line_error(code, err, expected)
+    assert not (tmp_path / "out" / "records").exists() and not (tmp_path / "cache" / "sets").exists()
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "cuda:7"])
+def test_unavailable_accelerator_is_refused_early(capsys, tmp_path, device):
+    kind = device.split(":")[0]
+    available = {"mps": torch.backends.mps.is_available(), "xpu": hasattr(torch, "xpu") and torch.xpu.is_available(),
+                 "cuda": torch.cuda.device_count() > 7}[kind]
+    if available:
+        pytest.skip(f"this machine has {device}")
+    code, _, err = run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--device", device)
+    assert_one_line_error(code, err, f"--device {device}")
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_out_or_cache_dir_that_is_a_file_is_refused(capsys, tmp_path, flag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    folders = {"--out": str(tmp_path / "out"), "--cache-dir": str(tmp_path / "cache"), flag: str(blocker)}
+    code, _, err = run_cli(capsys, *FAST, *(a for item in folders.items() for a in item))
+    assert_one_line_error(code, err, f"{flag} {blocker} is a file, not a folder")
+
+
+def test_unwritable_cache_dir_is_refused(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(blocker / "cache"))
+    assert_one_line_error(code, err, f"--cache-dir {blocker / 'cache'}: cannot write there")
+
+
+def test_jobs_are_capped_by_cores_and_tasks():
+    from dsvbench.cli import build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(
+        ["--dataset", "digits", "--methods", "random", "herding", "--seeds", "3", "--jobs", "1000"]))
+    assert 1 <= config.jobs <= min(os.cpu_count(), 6)
+
+
+def test_set_for_a_method_outside_the_run_is_validated_but_not_noted():
+    from dsvbench.cli import budget_notes, build_parser, config_from_args
+    config = config_from_args(build_parser().parse_args(
+        ["--dataset", "digits", "--methods", "random", "--set", "dc.iterations=5"]))
+    assert not any("dc.iterations" in note for note in budget_notes(config))
+
+
+def test_ctrl_c_is_one_line_with_the_finished_count_and_exit_130(capsys, tmp_path, monkeypatch):
+    import dsvbench.cli as cli
+    common = [*FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(capsys, *common)[0] == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run", interrupted)
+    code, _, err = run_cli(capsys, *common, "--seed-list", "0", "1")
+    assert code == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "interrupted; 1 records finished" in err and "rerun to resume" in err
+
+
+def test_real_sigint_during_retraining_ends_in_one_line_and_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(repo / "run_bench.py"), *FAST, "--eval-epochs", "3000", "--out", str(tmp_path / "out"),
+         "--cache-dir", str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # shells start children ignoring it
+    assert proc.stdout.readline().startswith("dsvbench ")                  # the config is printed: it runs
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted; 0 records finished" in err
