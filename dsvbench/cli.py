@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,11 +22,12 @@ import torch
 from . import __version__
 from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, run, set_key, theta_for
+from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, provenance, run, set_key, theta_for
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .registry import UserError
-from .results import load_failures, load_records, render_text, set_aside_unreadable, write_outputs
+from .results import (CODE_NOTE, code_versions, load_failures, load_records, render_text, set_aside_unreadable,
+                      write_outputs)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", default="convnet", help="architecture of θ* and of the condensation (default convnet)")
     add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
     add("--evals-per-set", type=int, default=1, help="fresh networks retrained per condensed set")
-    add("--eval-recipe", choices=["dc", "dsv"], help="force one retraining recipe on every column")
+    add("--eval-recipe", choices=["dc", "dsv", "adam"], help="force one retraining recipe on every column")
+    add("--preset", choices=["seed", "neurips"], default="seed",
+        help="DSV recipe preset: seed = the arXiv paper's reading (default); neurips = the NeurIPS 2024 "
+             "version (per-parameter L1, output-margin stationarity, all parameters of a norm-free θ*, "
+             "α_x 2e-3, retraining with Adam 1e-4); --set overrides it")
     add("--eval-epochs", type=int, help="retraining epochs (reduced budget; default: the recipe's)")
     add("--pretrain-epochs", type=int, help="epochs of θ* pretraining (default: per dataset)")
     add("--set", dest="overrides", action="append", default=[], metavar="METHOD.FIELD=VALUE",
@@ -74,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--list-datasets", action="store_true", help="list dataset readers and exit")
     add("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def preset_overrides(preset: str, methods: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """(method, field, value) of a DSV preset for the DSV methods in the run (before any --set)."""
+    from .methods.deepkkt import PRESETS
+    return tuple((method, field, value) for method, fields in PRESETS[preset].items() if method in methods
+                 for field, value in fields.items())
 
 
 def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
@@ -105,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                         ("--pretrain-epochs", args.pretrain_epochs)):
         if value is not None and value < 1:  # 0 is an error, not "the default"
             raise UserError(f"{name} must be at least 1, got {value}")
-    overrides = parse_overrides(args.overrides)
+    overrides = preset_overrides(args.preset, methods) + parse_overrides(args.overrides)
     if args.herding_features:
         overrides += (("herding", "features", args.herding_features),)
     _check_reference_dataset(args.reference_dataset)
@@ -228,18 +239,11 @@ def run_info(config: BenchConfig, started: float, pretrained: Any) -> dict[str, 
             "epochs": config.pretrain.epochs},
         "versions": {"dsvbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__},
-        "git_commit": _git_commit(), "device": _device_name(config.device), "host": platform.node(),
+        **{k: v for k, v in provenance().items() if k != "dsvbench_version"},
+        "device": _device_name(config.device), "host": platform.node(),
         "wall_seconds": time.time() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                              capture_output=True, text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _device_name(device: str) -> str:
@@ -304,9 +308,9 @@ def _main(args: argparse.Namespace) -> int:
               f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
     set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
     outcomes = run(config, progress=not args.quiet, loaded=(dataset, pretrained))
-    notes = budget_notes(config)
     current = current_keys(config, dataset, pretrained)
     records = [r for r in load_records(config.out) if _in_config(r, config, current)]
+    notes = budget_notes(config) + code_versions(records)
     summary = write_outputs(config.out, records, run_info(config, started, pretrained), notes,
                             config.reference_dataset)
     if not summary.empty:
@@ -368,16 +372,14 @@ def _print_config(config: BenchConfig) -> None:
 
 
 def _rerender(args: argparse.Namespace) -> int:
-    import json
     records, notes, info = [], [], {}
     for folder in args.from_dirs:
         if not (Path(folder) / "records").is_dir():
             raise UserError(f"--from {folder}: no records/ folder there; point it at a run's --out folder")
         records += load_records(folder)
-        run_json = Path(folder) / "run.json"
-        if run_json.exists():
-            info = json.loads(run_json.read_text())
-            notes += [n for n in info.get("notes", []) if n not in notes]
+        info = _read_run_json(Path(folder) / "run.json") or info
+        notes += [n for n in info.get("notes", []) if n not in notes and not n.startswith(CODE_NOTE)]
+    notes += code_versions(records)  # recomputed: merged runs may come from different code
     out = Path(args.out or args.from_dirs[0])
     reference = args.reference_dataset or (info.get("config", {}).get("reference_dataset"))
     info["rendered_from"] = list(args.from_dirs)
@@ -388,3 +390,17 @@ def _rerender(args: argparse.Namespace) -> int:
     for failure in sum((load_failures(f) for f in args.from_dirs), []):
         print(f"failed job {failure['method']} seed {failure['seed']}: {failure['error']}")
     return 0
+
+
+def _read_run_json(path: Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` (notes, config), None when absent or unreadable (said in one line)."""
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        info = None
+    if not isinstance(info, dict):
+        print(f"dsvbench: {path} is unreadable; rendering without its notes", file=sys.stderr)
+        return None
+    return info

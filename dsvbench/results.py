@@ -88,6 +88,23 @@ def _warn(message: str) -> None:
     print(f"dsvbench: {message}", file=sys.stderr, flush=True)
 
 
+CODE_NOTE = "code: "   # prefix of the provenance note (recomputed, not merged, when runs are merged)
+
+
+def code_versions(records: list[dict[str, Any]]) -> list[str]:
+    """One note naming the code the records came from (version, git commit, uncommitted changes),
+    flagged MIXED when the table combines several; none when no record says."""
+    if not any("git_commit" in r for r in records):
+        return []
+    versions = sorted({(str(r.get("dsvbench_version")), r.get("git_commit") or "unknown commit",
+                        r.get("git_dirty")) for r in records}, key=str)
+    named = [f"dsvbench {version} at {commit[:12]}" + (" + uncommitted changes" if dirty else "")
+             for version, commit, dirty in versions]
+    if len(named) == 1:
+        return [f"{CODE_NOTE}{named[0]}"]
+    return [f"{CODE_NOTE}MIXED, records from {len(named)} code versions: {'; '.join(named)}"]
+
+
 def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None) -> pd.DataFrame:
     """One row per (dataset, ipc, method): mean, std (ddof 0), n, timings, the paper's figure."""
     if not records:

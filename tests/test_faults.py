@@ -306,3 +306,46 @@ def test_real_sigint_during_retraining_ends_in_one_line_and_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "interrupted; 0 records finished" in err
+
+
+def test_garbage_run_json_does_not_stop_from(capsys, tmp_path):
+    assert run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))[0] == 0
+    (tmp_path / "out" / "run.json").write_text("{ not json")
+    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"))
+    assert code == 0 and "digits IPC=1: ours" in out
+    assert len(err.strip().splitlines()) == 1 and "run.json is unreadable" in err
+
+
+# ---------------------------------------------------------------- 4. provenance
+
+def test_provenance_names_this_checkout_once_per_process(monkeypatch):
+    import subprocess
+    import dsvbench.harness as harness
+    monkeypatch.setattr(harness, "_PROVENANCE", {})
+    first = harness.provenance()
+    assert set(first) == {"dsvbench_version", "git_commit", "git_dirty"}
+    if (Path(harness.__file__).resolve().parents[1] / ".git").exists():
+        assert len(first["git_commit"]) == 40 and isinstance(first["git_dirty"], bool)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("git asked twice"))
+    assert harness.provenance() == first
+
+
+def test_provenance_outside_a_git_checkout_is_none(tmp_path):
+    from dsvbench.harness import _git_state
+    (tmp_path / "dsvbench").mkdir()
+    assert _git_state(tmp_path / "dsvbench") == {"git_commit": None, "git_dirty": None}
+
+
+def test_code_versions_note_flags_mixed_code():
+    from dsvbench.results import code_versions
+    clean = {"dsvbench_version": "0.1.0", "git_commit": "a" * 40, "git_dirty": False}
+    assert code_versions([{}]) == []
+    assert code_versions([clean, clean]) == ["code: dsvbench 0.1.0 at aaaaaaaaaaaa"]
+    mixed = code_versions([clean, {**clean, "git_dirty": True}])
+    assert len(mixed) == 1 and "MIXED" in mixed[0] and "uncommitted changes" in mixed[0]
+
+
+def test_run_json_carries_commit_and_dirty_flag(capsys, tmp_path):
+    assert run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))[0] == 0
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert {"git_commit", "git_dirty"} <= set(info) and info["versions"]["dsvbench"]
