@@ -68,13 +68,15 @@ def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str)
     ``dsa=True`` is evaluated as DSA was: DSA augmentation, 1000 epochs); ``--eval-recipe``
     replaces the recipe and ``--eval-epochs`` the epoch count whatever the method asks.
     """
-    overrides = {}
+    overrides, recipe = {}, method_recipe(config, spec, dataset_name)
     if config.eval_recipe is None:
-        hook = getattr(method_recipe(config, spec, dataset_name), "eval_overrides", None)
+        hook = getattr(recipe, "eval_overrides", None)
         overrides.update(hook() if hook else {})
     if config.eval_epochs is not None:
         overrides["epochs"] = config.eval_epochs
-    return eval_recipe(config.eval_recipe or spec.eval_recipe, dataset_name, **overrides)
+    # a method recipe may name its column's recipe (the DSV columns' ``retrain`` field)
+    name = config.eval_recipe or getattr(recipe, "retrain", None) or spec.eval_recipe
+    return eval_recipe(name, dataset_name, **overrides)
 
 
 def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:

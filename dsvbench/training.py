@@ -53,7 +53,9 @@ def make_optimizer(model: nn.Module, recipe: EvalRecipe) -> torch.optim.Optimize
     if recipe.optimizer == "sam":
         return SAM(model.parameters(), torch.optim.SGD, rho=recipe.sam_rho, lr=recipe.lr,
                    momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, sam")
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, sam, adam")
 
 
 def train_on_set(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: EvalRecipe,

@@ -62,7 +62,10 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Ten
             grads = gradients(params, buffers, inputs, targets)
             if recipe.optimizer == "sam":
                 grads = _sam_gradients(params, buffers, grads, inputs, targets, recipe.sam_rho, gradients)
-            _sgd_step(params, grads, momentum, lr, recipe.momentum, recipe.weight_decay)
+            if recipe.optimizer == "adam":
+                _adam_step(params, grads, momentum, lr, recipe.weight_decay)
+            else:
+                _sgd_step(params, grads, momentum, lr, recipe.momentum, recipe.weight_decay)
     with torch.no_grad():
         for index, model in enumerate(models):
             for name, parameter in model.named_parameters():
@@ -111,3 +114,17 @@ def _sgd_step(params: Stacked, grads: Stacked, momentum: Stacked, lr: float, bet
             momentum[name] = step.clone() if name not in momentum else momentum[name].mul_(beta).add_(step)
             step = momentum[name]
         parameter.sub_(lr * step)
+
+
+@torch.no_grad()
+def _adam_step(params: Stacked, grads: Stacked, state: Stacked, lr: float, weight_decay: float,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """torch.optim.Adam's update (PyTorch defaults, L2 weight decay added to the gradient)."""
+    state["step"] = state.get("step", torch.zeros(())) + 1
+    step = float(state["step"])
+    for name, parameter in params.items():
+        g = grads[name] + weight_decay * parameter if weight_decay else grads[name]
+        m = state.setdefault(f"m.{name}", torch.zeros_like(parameter)).mul_(betas[0]).add_(g, alpha=1 - betas[0])
+        v = state.setdefault(f"v.{name}", torch.zeros_like(parameter)).mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+        denominator = (v / (1 - betas[1] ** step)).sqrt_().add_(eps)
+        parameter.addcdiv_(m, denominator, value=-lr / (1 - betas[0] ** step))

@@ -371,6 +371,7 @@ class KKTRecipe:
     theta_model: str = "run"         # "run" = the run's --model θ* | a registry name, e.g. convnet_dsv
     theta_epochs: int = 0            # Adam epochs of that θ* (0 = the dataset's default)
     theta_weight_decay: float = 5e-3 # paper, Appendix B
+    retrain: str = "dsv"             # the column's retraining recipe: dsv (SAM, the seed) | adam (NeurIPS)
 
     def pretrained_spec(self) -> tuple[str, dict] | None:
         """(architecture, PretrainRecipe overrides) of the θ* this method needs; None = the run's."""
@@ -387,6 +388,18 @@ class KKTRecipe:
     aug_contrast: float = 0.1        # 1 ± contrast (choice)
     chunk: int = 512                 # candidates per double-backward chunk (memory only)
     history_points: int = 20         # per-step diagnostics kept in the metadata
+
+
+# ``--preset``: the DSV recipe fields of each reading of the paper (as --set strings).
+_NEURIPS = {"params": "all", "normalize": "mean", "objective": "margin", "gamma": "5", "retrain": "adam",
+            "theta_model": "convnet_dsv"}
+PRESETS: dict[str, dict[str, dict[str, str]]] = {
+    "seed": {},
+    # NeurIPS 2024 version, Implementation Details: "averaged the distance per parameter", η = 5,
+    # α = 2e-3, prior weights 0, retraining with Adam lr 1e-4; Alg. 1 with λ_i y_i ∇θ Φ(x_i);
+    # θ* a conv + max-pool ConvNet trained to nearly 100 % (our convnet_dsv).
+    "neurips": {"dsvs": dict(_NEURIPS), "dsvg": {**_NEURIPS, "alpha_x": "0.002"}},
+}
 
 
 def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
