@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, method_overrides=overrides,
         device=args.device, jobs=_worker_count(args.jobs, len(methods) * len(seeds)), backend=args.backend,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
-        reference_dataset=args.reference_dataset)
+        reference_dataset=args.reference_dataset, preset=args.preset)
     # recipe overrides parse now, not halfway through the run: also those of methods not in this run
     for method in dict.fromkeys([*config.methods, *(m for m, _, _ in overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
@@ -257,8 +257,12 @@ def budget_notes(config: BenchConfig) -> list[str]:
     notes = []
     if config.eval_epochs is not None:
         notes.append(f"REDUCED/CHANGED BUDGET: retraining for {config.eval_epochs} epochs (recipe default 300)")
+    preset = set(preset_overrides(config.preset, config.methods))
+    if preset:
+        fields = ", ".join(f"{m}.{f}={v}" for m, f, v in config.method_overrides if (m, f, v) in preset)
+        notes.append(f"PRESET {config.preset}: {fields} (the {config.preset} version's recipe, not the default)")
     for method, field, value in config.method_overrides:
-        if method not in config.methods:  # validated, but it changes nothing in this run
+        if method not in config.methods or (method, field, value) in preset:  # validated / said above
             continue
         notes.append(f"CHANGED RECIPE: {method}.{field}={value} (not the published default)")
     default_pretrain = PretrainRecipe.for_dataset(config.defaults_dataset)
