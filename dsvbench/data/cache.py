@@ -8,29 +8,34 @@ them and checked on load; a corrupt or mismatching file is one line on stderr an
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from ..atomic import CacheMismatch, atomic_torch_save, load_cache_file
 from ..config import DataConfig, config_hash
 from . import SOURCES, ImageDataset
+from .folder import folder_signature
 
 FORMAT = 2  # version of the stored layout ({"dataset", "sha256", "source"})
 
 
 def source_key(config: DataConfig) -> str | None:
-    """Hash of the files ``config``'s reader reads, None when they are missing or unknown (no cache)."""
-    if config.name not in SOURCES:
-        return None
-    files = SOURCES.get(config.name)(config)
-    if files is None:
-        return None
+    """Hash of the files ``config``'s reader reads, None when they are missing or unknown (no cache).
+
+    Files: path, size and modification time.  Image folders: names and sizes of every image
+    (:func:`.folder.folder_signature`; a folder with a bad layout raises the reader's own error).
+    """
     root = _root(config)
-    if config.name == "folder":  # copies of a folder keep names and sizes, not modification times
-        signature = [(str(p.relative_to(root)), p.stat().st_size) for p in files]
+    if config.name == "folder":
+        signature = folder_signature(root) if root.is_dir() else None
     else:
-        signature = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return config_hash(FORMAT, signature)
+        files = SOURCES.get(config.name)(config) if config.name in SOURCES else None
+        signature = None if files is None else [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    if signature is None:
+        return None
+    text = "\n".join("\t".join(map(str, entry)) for entry in signature)
+    return hashlib.sha256(f"{FORMAT}\n{text}".encode()).hexdigest()[:12]
 
 
 def cache_path(cache_dir: str | Path, config: DataConfig, key: str) -> Path:

@@ -39,14 +39,35 @@ def list_split(split_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        files = sorted(entry.name for entry in os.scandir(split_dir / name)
-                       if entry.is_file() and not entry.name.startswith(".")
-                       and entry.name.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise UserError(f"class folder {split_dir / name} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        files = [entry.name for entry in class_images(split_dir / name)]
         paths.extend(split_dir / name / file for file in files)
         labels.extend([label] * len(files))
     return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def class_images(class_dir: Path) -> list[os.DirEntry]:
+    """The image files of one class folder, sorted by name; none is an error."""
+    entries = sorted((entry for entry in os.scandir(class_dir)
+                      if entry.is_file() and not entry.name.startswith(".")
+                      and entry.name.lower().endswith(IMAGE_SUFFIXES)), key=lambda entry: entry.name)
+    if not entries:
+        raise UserError(f"class folder {class_dir} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return entries
+
+
+def folder_signature(root: Path) -> list[tuple[str, str, str, int]]:
+    """(split, class, file name, size) of every image the reader reads: what keys the tensor cache.
+
+    Names and sizes, not modification times, so a copied folder still hits its cache; a class
+    or an image added, removed or rewritten with another size is a new key.
+    """
+    signature = []
+    for split in ("train", "test"):
+        classes = sorted(entry.name for entry in os.scandir(root / split)
+                         if entry.is_dir() and not entry.name.startswith("."))
+        for name in classes:
+            signature += [(split, name, entry.name, entry.stat().st_size) for entry in class_images(root / split / name)]
+    return signature
 
 
 def _open(path: Path):

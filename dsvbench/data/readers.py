@@ -15,7 +15,7 @@ import numpy as np
 from ..config import DataConfig
 from . import DATASETS, SOURCES, RawSplits, missing
 from .download import fetch_with_torchvision
-from .folder import list_split, read_image_folder
+from .folder import read_image_folder
 from .formats import read_cifar_batches, read_cifar_names, read_idx_pair, read_svhn_mat, resolve_gz
 
 T = TypeVar("T")
@@ -161,13 +161,6 @@ def read_svhn(config: DataConfig) -> RawSplits:
     train_x, train_y = read_svhn_mat(folder / SVHN_FILES[0])
     test_x, test_y = read_svhn_mat(folder / SVHN_FILES[1])
     return RawSplits(train_x, train_y, test_x, test_y, list(DIGIT_NAMES))
-
-
-@SOURCES.register("folder")
-def folder_sources(config: DataConfig) -> list[Path] | None:
-    """Every image file of both splits (a bad layout raises the reader's own one-line error)."""
-    root = _root(config)
-    return list_split(root / "train")[0] + list_split(root / "test")[0] if root.is_dir() else None
 
 
 @DATASETS.register("folder")
