@@ -186,17 +186,21 @@ def test_corrupt_dataset_cache_is_one_line_and_read_again(tmp_path, capsys, dama
     assert torch.load(path, weights_only=True)["sha256"] == original.content_hash()   # rewritten
 
 
-def test_corrupt_pretrained_checkpoint_is_one_line_and_retrained(tiny_dataset, tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["truncated", "planted"])
+def test_corrupt_pretrained_checkpoint_is_one_line_and_retrained(tiny_dataset, tmp_path, capsys, damage):
     from dsvbench.config import PretrainRecipe
     from dsvbench.pretrain import load_or_pretrain
     recipe = PretrainRecipe(epochs=2, batch_size=16, augment="crop", polish_steps=0)
     first = load_or_pretrain(tiny_dataset, "convnet_tiny", recipe, tmp_path, "cpu", progress=False)
-    first.path.write_bytes(first.path.read_bytes()[:200])                      # truncated
+    if damage == "truncated":
+        first.path.write_bytes(first.path.read_bytes()[:200])
+    else:
+        torch.save({"model": Planted(tmp_path / "pwned")}, first.path)
     capsys.readouterr()
     again = load_or_pretrain(tiny_dataset, "convnet_tiny", recipe, tmp_path, "cpu", progress=False)
     err = capsys.readouterr().err
     assert lines_naming(err, first.path) == err.strip().splitlines() and len(err.strip().splitlines()) == 1
-    assert "pretraining it again" in err
+    assert "pretraining it again" in err and not (tmp_path / "pwned").exists()
     assert again.dynamics.shape == (2, len(tiny_dataset.train_y))
     assert torch.load(first.path, weights_only=True)["dynamics"].shape == (2, len(tiny_dataset.train_y))
 

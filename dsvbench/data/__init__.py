@@ -34,7 +34,8 @@ class RawSplits:
 
 Reader = Callable[[DataConfig], RawSplits]
 DATASETS: Registry[Reader] = Registry("dataset")
-# The files a reader would read for a config (None when they are not there); no entry: not cached.
+# The files a reader would read for a config (None when they are not there), which key the tensor
+# cache; image folders are keyed by :func:`.folder.folder_signature`; no entry and no folder: not cached.
 SOURCES: Registry[Callable[[DataConfig], "list[Path] | None"]] = Registry("dataset source")
 
 
