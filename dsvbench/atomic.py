@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +59,10 @@ def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action
     """
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        reason = "holds objects other than tensors and plain values (refused, nothing in it was run)"
-    except Exception as error:  # noqa: BLE001 - truncated zip, garbage bytes, unreadable file
-        reason = f"is not a readable torch file ({_first_line(error)})"
+    except Exception as error:  # noqa: BLE001 - refused global, truncated zip, garbage bytes, unreadable file
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        reason = (f"asks for {refused.group(1)}, which no cache file holds (refused, nothing in it was run)"
+                  if refused else f"is not a readable torch file: truncated or garbage ({_first_line(error)})")
     else:
         try:
             return use(state)
@@ -73,6 +74,13 @@ def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action
     return None
 
 
+# torch's weights_only explanation around the one line that says what was wrong
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _first_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    """The first informative line of ``error``, shortened: the reason printed for a bad cache file."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = next((line for line in lines if not line.startswith(_BOILERPLATE)), "").split(". ")[0]
+    text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
     return text if len(text) <= 160 else text[:157] + "..."

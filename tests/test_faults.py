@@ -100,6 +100,7 @@ def test_planted_or_corrupt_cached_set_is_rebuilt_unrun(capsys, tmp_path, conten
     assert code == 0 and not (tmp_path / "pwned").exists()
     assert "Traceback" not in err and len(lines_naming(err, path)) == 1, err
     assert "building it again" in lines_naming(err, path)[0]
+    assert ("asks for posix.system" in err or "asks for os.system" in err) == (content == "planted")
     assert torch.load(path, weights_only=True)["set"]["labels"].numel() == 10    # rebuilt, now safe
 
 
