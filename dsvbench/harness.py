@@ -197,7 +197,7 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
             "theta_train_accuracy": pretrained.train_accuracy if pretrained else None,
             "theta_test_accuracy": pretrained.test_accuracy if pretrained else None,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **info,
+            **provenance(), **info,
             **{f"eval.{k}": v for k, v in to_dict(evaluation).items()},
             **{f"recipe.{k}": v for k, v in to_dict(recipe).items()},
         }
