@@ -244,7 +244,7 @@ def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
         "matching_loss_first": float(history[0]), "matching_loss_last": float(history[-1])})
 
 
-@batched_builder("dc")
+@batched_builder("dc", cpu=False)
 def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:
     """The seeds' networks stacked on accelerators (one ``vmap``-ed matching step for all seeds);
     one after another on the CPU, or for what the stacked step does not cover (batch norm, DSA,

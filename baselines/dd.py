@@ -173,7 +173,7 @@ def stacks_on(ctx: BuildContext) -> bool:
     return ctx.device.type != "cpu" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
-@batched_builder("dd")
+@batched_builder("dd", cpu=False)
 def build_dd_many(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:
     """The seeds' networks stacked (``vmap`` over seeds of the ``torch.func`` unroll) on
     accelerators; one after another on the CPU (see :func:`stacks_on`)."""

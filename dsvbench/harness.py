@@ -107,12 +107,19 @@ def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_
 
 
 def plan(config: BenchConfig) -> list[Task]:
-    """One task per column with all its seeds (one process per GPU batches them), or, with
-    ``--jobs N`` on CPU, each column's seeds split into N chunks that run in parallel."""
-    chunks = 1 if config.jobs <= 1 or device_of(config).type != "cpu" else config.jobs
-    size = max(1, -(-len(config.seeds) // chunks))
-    return [Task(method, tuple(config.seeds[i:i + size]))
-            for method in config.methods for i in range(0, len(config.seeds), size)]
+    """One task per column with all its seeds.  With ``--jobs N`` on the CPU, a column whose
+    method builds seed by seed there is split into N chunks that run in parallel; a column built
+    in one batched call keeps all its seeds together, so its sets do not depend on ``--jobs``
+    (a batch's floating-point sums depend on its size, and a 4000-step optimization amplifies
+    the last bits: seed s's set is reproducible for a given seed list, not across seed lists)."""
+    load_methods()
+    device = device_of(config)
+    tasks = []
+    for method in config.methods:
+        split = config.jobs > 1 and device.type == "cpu" and not METHODS.get(method).batched_on(device)
+        size = max(1, -(-len(config.seeds) // config.jobs)) if split else len(config.seeds)
+        tasks += [Task(method, tuple(config.seeds[i:i + size])) for i in range(0, len(config.seeds), size)]
+    return sorted(tasks, key=lambda task: -len(task.seeds))   # long tasks first: better packing
 
 
 def device_of(config: BenchConfig) -> torch.device:
@@ -252,7 +259,7 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
 
         contexts = [make_context(config, spec, job.seed, dataset, pretrained, report) for job, _ in missing]
         # batched: all missing seeds in one call; otherwise one by one, each set cached as it is done
-        groups = [list(range(len(missing)))] if spec.build_many else [[i] for i in range(len(missing))]
+        groups = [list(range(len(missing)))] if spec.batched_on(device) else [[i] for i in range(len(missing))]
         try:
             for group in groups:
                 if device.type == "cuda":

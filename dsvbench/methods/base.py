@@ -136,10 +136,15 @@ class MethodSpec:
     # Optional: build the sets of several seeds in one call (one optimization over all seeds'
     # candidates, stacked networks, ...).  Seed s's set must be what ``build`` gives for seed s.
     build_many: Callable[[list[BuildContext], Any], list[CondensedSet]] | None = None
+    batched_on_cpu: bool = True     # False: on the CPU the seeds are built one by one (no gain there)
+
+    def batched_on(self, device: torch.device | str) -> bool:
+        """Whether this method builds several seeds in one call on ``device``."""
+        return self.build_many is not None and (self.batched_on_cpu or torch.device(device).type != "cpu")
 
     def build_all(self, contexts: list[BuildContext], recipe: Any) -> list[CondensedSet]:
-        """The sets of ``contexts`` (one per seed): batched when the method has ``build_many``."""
-        if self.build_many is not None and len(contexts) > 1:
+        """The sets of ``contexts`` (one per seed): batched when the method is on their device."""
+        if self.batched_on(contexts[0].device) and len(contexts) > 1:
             sets = self.build_many(contexts, recipe)
             if len(sets) != len(contexts):
                 raise MethodFailed(f"{self.name}: build_many returned {len(sets)} sets for {len(contexts)} seeds")
@@ -211,13 +216,15 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
     return decorator
 
 
-def batched_builder(name: str):
+def batched_builder(name: str, cpu: bool = True):
     """Decorator: register ``build_many(contexts, recipe) -> [CondensedSet]`` for method ``name``
     (registered before with :func:`register_method`); the harness then builds all seeds of a
-    column in one call.  ``build`` stays the single-seed entry point."""
+    column in one call.  ``build`` stays the single-seed entry point.  ``cpu=False``: stacking
+    pays only on accelerators, so on the CPU the seeds are built one by one (and spread over
+    ``--jobs`` workers)."""
     def decorator(build_many):
         spec = METHODS.get(name)
-        METHODS.replace(name, dataclasses.replace(spec, build_many=build_many))
+        METHODS.replace(name, dataclasses.replace(spec, build_many=build_many, batched_on_cpu=cpu))
         return build_many
     return decorator
 
