@@ -148,7 +148,7 @@ done
 if compgen -G "$OUT/run/records/*.json" >/dev/null; then
     started=$(now)
     limit=$(until_end 10)
-    timeout "$limit" "${PY[@]}" run_bench.py --from "${FROM[@]}" --out "$OUT/run" >"$OUT/logs/render.log" 2>&1
+    timeout "$limit" "${PY[@]}" run_bench.py --from "${FROM[@]}" --out "$OUT/run" --in-place >"$OUT/logs/render.log" 2>&1
     code=$?
     record render "$(awk -v a="$started" -v b="$(now)" 'BEGIN { print b - a }')" "$(status_of $code "$limit")"
     ((code == 0)) || FAILED=1

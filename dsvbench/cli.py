@@ -22,12 +22,13 @@ import torch
 from . import __version__
 from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .harness import column_eval_recipe, method_recipe, needs_pretrained, prepare, provenance, run, set_key, theta_for
+from .harness import method_recipe, needs_pretrained, prepare, provenance, run
 from .methods import METHODS, load_methods
 from .models import MODELS
+from .plan import Plan, resolve
 from .registry import UserError
-from .results import (CODE_NOTE, code_versions, load_failures, load_records, render_text, set_aside_unreadable,
-                      write_outputs)
+from .results import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, render_text, select_records,
+                      set_aside_unreadable, table_notes, write_outputs)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", help="output folder (default results/<dataset>-ipc<k>)")
     add("--cache-dir", default=".dsvbench_cache", help="cache of datasets, θ*, condensed sets")
     add("--from", dest="from_dirs", nargs="+", metavar="DIR",
-        help="re-render stored run(s) instead of running; several are merged (into --out if given)")
+        help="re-render stored run(s) instead of running; several are merged into --out (a new folder)")
+    add("--in-place", action="store_true", help="with --from: allow writing the outputs into an input folder "
+        "(the first one when --out is not given)")
     add("--list-methods", action="store_true", help="list registered methods and exit")
     add("--list-models", action="store_true", help="list registered models and exit")
     add("--list-datasets", action="store_true", help="list dataset readers and exit")
@@ -217,22 +220,22 @@ def list_methods() -> str:
     from tabulate import tabulate
     load_methods()
     specs = sorted((METHODS.get(n) for n in METHODS.names()), key=lambda s: (s.group != "selection", s.order))
-    rows = [[s.name, s.table_name, s.group, s.needs, s.eval_recipe, _first_line(s.build.__doc__ or s.recipe.__doc__)]
-            for s in specs]
-    return tabulate(rows, ["id", "Table 1 name", "group", "needs", "retrained with", "description"])
+    rows = [[s.name, s.version, s.table_name, s.group, s.needs, s.eval_recipe,
+             _first_line(s.build.__doc__ or s.recipe.__doc__)] for s in specs]
+    return tabulate(rows, ["id", "version", "Table 1 name", "group", "needs", "retrained with", "description"])
 
 
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
-def run_info(config: BenchConfig, started: float, pretrained: Any) -> dict[str, Any]:
-    load_methods()
+def run_info(plan: Plan, started: float, pretrained: Any) -> dict[str, Any]:
+    config = plan.config
     return {
         "config": to_dict(config), "command": sys.argv,
-        "recipes": {m: to_dict(method_recipe(config, METHODS.get(m), config.defaults_dataset)) for m in config.methods},
-        "eval_recipes": {m: to_dict(column_eval_recipe(config, METHODS.get(m), config.defaults_dataset))
-                         for m in config.methods},
+        "recipes": {c.method: to_dict(c.recipe) for c in plan.columns},
+        "eval_recipes": {c.method: to_dict(c.eval_recipe) for c in plan.columns},
+        "method_versions": {c.method: c.spec.version for c in plan.columns},
         "pretrained": None if pretrained is None else {
             "key": pretrained.key, "train_accuracy": pretrained.train_accuracy,
             "test_accuracy": pretrained.test_accuracy, "seconds_per_epoch": pretrained.seconds_per_epoch,
@@ -301,21 +304,23 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.from_dirs:
         return _rerender(args)
+    if args.in_place:
+        raise UserError("--in-place only applies to --from (a run writes into --out anyway)")
     started = time.time()
     config = config_from_args(args)
+    plan = resolve(config)
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())
-    _print_config(config)
+    _print_config(plan)
     dataset, pretrained = prepare(config, progress=not args.quiet, dataset=dataset)
     if pretrained is not None:
         print(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
               f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
     set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
     outcomes = run(config, progress=not args.quiet, loaded=(dataset, pretrained))
-    current = current_keys(config, dataset, pretrained)
-    records = [r for r in load_records(config.out) if _in_config(r, config, current)]
-    notes = budget_notes(config) + code_versions(records)
-    summary = write_outputs(config.out, records, run_info(config, started, pretrained), notes,
+    records = select_records(load_records(config.out), plan.record_keys(dataset), config.evals_per_set)
+    notes = budget_notes(config) + table_notes(records)
+    summary = write_outputs(config.out, records, run_info(plan, started, pretrained), notes,
                             config.reference_dataset)
     if not summary.empty:
         print(render_text(summary, notes))
@@ -328,72 +333,54 @@ def _main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _in_config(record: dict[str, Any], config: BenchConfig, current: dict[tuple[str, int], tuple]) -> bool:
-    """Only records of this command: its methods, seeds, IPC, and its exact recipes and θ*.
-
-    A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
-    default, another θ*) has another set key or evaluation recipe and stays out of the table.
-    """
-    expected = current.get((record["method"], record["seed"]))
-    return (expected is not None and record["ipc"] == config.ipc and record["eval_index"] < config.evals_per_set
-            and (record.get("set_key"), _json_normal(_prefixed(record, "eval."))) == expected)
-
-
-def current_keys(config: BenchConfig, dataset, pretrained) -> dict[tuple[str, int], tuple]:
-    """(method, seed) → (set key, evaluation recipe) that this command's records carry."""
-    load_methods()
-    keys = {}
-    for method in config.methods:
-        spec = METHODS.get(method)
-        recipe = method_recipe(config, spec, config.defaults_dataset)
-        evaluation = _json_normal(to_dict(column_eval_recipe(config, spec, config.defaults_dataset)))
-        for seed in config.seeds:
-            theta = theta_for(config, spec, dataset, pretrained)   # a method's own θ* keys its sets
-            keys[(method, seed)] = (set_key(config, spec, recipe, dataset, theta, seed), evaluation)
-    return keys
-
-
-def _prefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
-
-
-def _json_normal(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _print_config(config: BenchConfig) -> None:
-    load_methods()
+def _print_config(plan: Plan) -> None:
+    config = plan.config
     print(f"dsvbench {__version__}: {config.data.name} IPC={config.ipc}, model {config.model} -> "
           f"retrain {config.retrain_model}, seeds {list(config.seeds)}, device {config.device}, out {config.out}")
     print(f"  pretraining: {to_dict(config.pretrain)}")
-    for method in config.methods:
-        spec = METHODS.get(method)
-        evaluation = column_eval_recipe(config, spec, config.defaults_dataset)
-        print(f"  {method}: {to_dict(method_recipe(config, spec, config.defaults_dataset))}; "
-              f"retrain {evaluation.name}: {to_dict(evaluation)}")
+    for column in plan.columns:
+        print(f"  {column.method} (v{column.spec.version}): {to_dict(column.recipe)}; "
+              f"retrain {column.eval_recipe.name}: {to_dict(column.eval_recipe)}")
     for note in budget_notes(config):
         print(f"  NOTE: {note}")
 
 
 def _rerender(args: argparse.Namespace) -> int:
-    records, notes, info = [], [], {}
+    """Re-render stored runs, several merged: each model counted once, a method whose records differ
+    in recipe, evaluation, code version or θ* split into columns, nothing written into an input
+    folder unless ``--in-place``, and one line per folder saying what was left out."""
     for folder in args.from_dirs:
         if not (Path(folder) / "records").is_dir():
             raise UserError(f"--from {folder}: no records/ folder there; point it at a run's --out folder")
-        records += load_records(folder)
-        info = _read_run_json(Path(folder) / "run.json") or info
-        notes += [n for n in info.get("notes", []) if n not in notes and not n.startswith(CODE_NOTE)]
-    notes += code_versions(records)  # recomputed: merged runs may come from different code
-    out = Path(args.out or args.from_dirs[0])
-    reference = args.reference_dataset or (info.get("config", {}).get("reference_dataset"))
-    info["rendered_from"] = list(args.from_dirs)
-    summary = write_outputs(out, records, info, notes, reference)
-    if summary.empty:
+    out = _rerender_target(args)
+    records, left_out = merge_runs(args.from_dirs)
+    for line in left_out:
+        print(f"dsvbench: {line}", file=sys.stderr)
+    if not records:
         raise UserError(f"--from {' '.join(args.from_dirs)}: no finished records to render")
+    notes, info = [], {}
+    for folder in args.from_dirs:
+        info = _read_run_json(Path(folder) / "run.json") or info
+        notes += [n for n in info.get("notes", []) if n not in notes and not n.startswith((CODE_NOTE, SPLIT_NOTE))]
+    notes += table_notes(records)  # recomputed: merged runs may come from different code and recipes
+    reference = args.reference_dataset or (info.get("config", {}).get("reference_dataset"))
+    info.update(rendered_from=list(args.from_dirs), left_out=left_out)
+    summary = write_outputs(out, records, info, notes, reference)
     print(render_text(summary, notes))
     for failure in sum((load_failures(f) for f in args.from_dirs), []):
         print(f"failed job {failure['method']} seed {failure['seed']}: {failure['error']}")
     return 0
+
+
+def _rerender_target(args: argparse.Namespace) -> Path:
+    """The folder ``--from`` writes into: ``--out``, never an input folder unless ``--in-place``."""
+    out = Path(args.out or args.from_dirs[0])
+    if out.resolve() in {Path(folder).resolve() for folder in args.from_dirs} and not args.in_place:
+        where = f"--out {args.out} is an input folder" if args.out else f"without --out the outputs go to {out}"
+        raise UserError(f"--from: {where}, whose run.json and tables would be overwritten; "
+                        f"give --out NEW_FOLDER, or --in-place to rewrite {out}")
+    _check_writable(out, "--out")
+    return out
 
 
 def _read_run_json(path: Path) -> dict[str, Any] | None:

@@ -98,12 +98,16 @@ def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_
               progress: bool = False) -> Pretrained | None:
     """The θ* method ``spec`` works with: its own (architecture + pretraining recipe it names,
     trained once and cached like any θ*) or the run's."""
-    own = _own_theta(config, spec)
+    own = own_theta(config, spec)
     if own is None:
         return run_pretrained
-    model_name, overrides = own
-    recipe = PretrainRecipe.for_dataset(config.defaults_dataset, **overrides)
-    return load_or_pretrain(dataset, model_name, recipe, config.cache_dir, device_of(config), progress)
+    return load_or_pretrain(dataset, *own, config.cache_dir, device_of(config), progress)
+
+
+def own_theta(config: BenchConfig, spec: MethodSpec) -> tuple[str, PretrainRecipe] | None:
+    """(architecture, pretraining recipe) of the θ* method ``spec`` names for itself; None: the run's."""
+    own = _own_theta(config, spec)
+    return None if own is None else (own[0], PretrainRecipe.for_dataset(config.defaults_dataset, **own[1]))
 
 
 def plan(config: BenchConfig) -> list[Task]:
@@ -141,11 +145,13 @@ def prepare(config: BenchConfig, progress: bool = True,
 
 
 def set_key(config: BenchConfig, spec: MethodSpec, recipe: Any, dataset: ImageDataset,
-            pretrained: Pretrained | None, seed: int) -> str:
-    """Everything that determines a condensed set (device excluded: same seed, same numbers per device)."""
-    model_key = pretrained.key if (pretrained and (spec.needs_model or spec.needs_dynamics)) else None
+            theta_key: str | None, seed: int) -> str:
+    """Everything that determines a condensed set, the method's code version included (version 1
+    adds nothing, so the sets of methods never bumped keep the keys they had before versions)."""
+    model_key = theta_key if (spec.needs_model or spec.needs_dynamics) else None
+    version = (spec.version,) if spec.version != 1 else ()
     return config_hash(spec.name, recipe, dataset.name, dataset_fingerprint(dataset), config.model,
-                       model_key, config.ipc, seed, config.device)
+                       model_key, config.ipc, seed, config.device, *version)
 
 
 def record_name(job: Job, eval_index: int, key: str) -> str:
@@ -160,18 +166,17 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
              loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
     """Build (or load) the sets of the task's seeds, then retrain every pending (set, eval) of
     them as one stacked population; one record per (seed, eval), written as soon as it exists."""
-    load_methods()
+    from .plan import resolve   # the plan reads this module's key functions
     dataset, run_pretrained = loaded or prepare(config, progress=False)
-    spec = METHODS.get(task.method)
+    column = resolve(config).column(task.method)
+    spec, recipe, evaluation = column.spec, column.recipe, column.eval_recipe
     pretrained = theta_for(config, spec, dataset, run_pretrained)
     device = device_of(config)
-    recipe = method_recipe(config, spec, config.defaults_dataset)
-    evaluation = column_eval_recipe(config, spec, config.defaults_dataset)
     out = Path(config.out)
     todo = []   # (job, set key, eval key, pending eval indices)
     for job in task.jobs:
-        key = set_key(config, spec, recipe, dataset, pretrained, job.seed)
-        ekey = eval_key(config, key, evaluation)
+        key = column.set_key(dataset, job.seed)
+        ekey = column.eval_key(key)
         pending = [e for e in range(config.evals_per_set)
                    if not (out / "records" / f"{record_name(job, e, ekey)}.json").exists()]
         if pending:
@@ -194,13 +199,14 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
     for (job, key, ekey, eval_index, _, _, info), result in zip(items, results):
         record = {
             "method": spec.name, "table_name": spec.table_name, "group": spec.group, "order": spec.order,
-            "seed": job.seed, "eval_index": eval_index, "test_accuracy": result.test_accuracy,
+            "method_version": spec.version, "seed": job.seed, "eval_index": eval_index,
+            "test_accuracy": result.test_accuracy,
             "set_train_accuracy": result.train_accuracy, "retrain_seconds": result.seconds,
             "retrain_population": len(items),
             "dataset": dataset.name, "ipc": config.ipc, "model": config.model,
             "eval_model": config.retrain_model, "needs": spec.needs, "device": str(device),
-            "set_key": key, "pretrain_key": pretrained.key if pretrained else None,
-            "theta_model": (_own_theta(config, spec) or (config.model,))[0] if pretrained else None,
+            "set_key": key, "eval_key": ekey, "pretrain_key": pretrained.key if pretrained else None,
+            "theta_model": (column.theta or (config.model,))[0] if pretrained else None,
             "theta_train_accuracy": pretrained.train_accuracy if pretrained else None,
             "theta_test_accuracy": pretrained.test_accuracy if pretrained else None,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

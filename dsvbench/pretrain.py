@@ -65,6 +65,16 @@ def pretrain_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe)
     return config_hash(dataset.name, dataset_fingerprint(dataset), model_name, adam_stage)
 
 
+def theta_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> str:
+    """The key of the θ* :func:`load_or_pretrain` returns (``Pretrained.key``), without loading it."""
+    base = pretrain_key(dataset, model_name, recipe)
+    return base if recipe.polish_steps <= 0 else _polish_key(base, recipe)
+
+
+def _polish_key(base_key: str, recipe: PretrainRecipe) -> str:
+    return config_hash(base_key, "polish", recipe.polish_steps, recipe.weight_decay)
+
+
 def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe,
                      cache_dir: str | Path, device: torch.device | str, progress: bool = True,
                      require_dynamics: bool = False) -> Pretrained:
@@ -148,7 +158,7 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
 def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
                     device: torch.device | str) -> Pretrained:
     """θ* with its last linear layer at the exact minimum of CE + wd/2·‖W, b‖² on frozen features."""
-    key = config_hash(base.key, "polish", recipe.polish_steps, recipe.weight_decay)
+    key = _polish_key(base.key, recipe)
     path = base.path.with_name(f"{base.path.stem}-polish-{key}.pt")
     model = copy.deepcopy(base.model)
     state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model.classifier, "classifier"),

@@ -31,29 +31,92 @@ RECORD_FIELDS = {"method": str, "table_name": str, "group": str, "order": (int, 
 def read_record(path: Path) -> dict[str, Any] | None:
     """The record in ``path``, or None when it is not JSON, not an object, or lacks a field the
     table needs (a damaged file must neither count as finished nor crash the table)."""
+    return _read_record(path)[0]
+
+
+def _read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the record, "") or (None, what is wrong with the file)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
-        return None
+        return None, "not JSON"
     if not isinstance(record, dict):
-        return None
+        return None, "not a JSON object"
     for name, kind in RECORD_FIELDS.items():
         if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
-            return None
-    return record
+            return None, f"{'missing' if name not in record else 'malformed'} field {name!r}"
+    return record, ""
 
 
 def load_records(out: Path | str) -> list[dict[str, Any]]:
     """Every readable finished record under ``<out>/records`` (failures excluded); each unreadable
-    one is skipped with one line on stderr."""
+    one is skipped with one line on stderr naming it and what is wrong."""
     records = []
     for path in sorted((Path(out) / "records").glob("*.json")):
-        record = read_record(path)
+        record, problem = _read_record(path)
         if record is None:
-            _warn(f"record {path} is unreadable; left out of the table")
+            _warn(f"record {path} is unreadable ({problem}); left out of the table")
         else:
             records.append(record)
     return records
+
+
+def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int], tuple[str, dict[str, Any]]],
+                   evals_per_set: int) -> list[dict[str, Any]]:
+    """Only the records of one run: ``wanted`` maps (method, seed) to the (set key, evaluation
+    recipe) its records carry (``Plan.record_keys``), and eval indices stop at ``evals_per_set``.
+
+    A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
+    default, another θ*, IPC or method version) has another set key or evaluation recipe and stays out.
+    """
+    wanted = {key: (set_key, _json_normal(evaluation)) for key, (set_key, evaluation) in wanted.items()}
+    return [r for r in records if r["eval_index"] < evals_per_set
+            and wanted.get((r["method"], r["seed"])) == (r.get("set_key"), _json_normal(_prefixed(r, "eval.")))]
+
+
+def merge_runs(folders: list[Path | str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of several runs for one table, each retrained model counted once
+    (:func:`record_identity`), and one line per folder saying what was left out of it."""
+    records, seen, left_out = [], set(), []
+    for folder in folders:
+        files = sum(1 for _ in (Path(folder) / "records").glob("*.json"))
+        loaded = load_records(folder)                   # one line per unreadable record
+        duplicates = 0
+        for record in loaded:
+            identity = record_identity(record)
+            duplicates += identity in seen
+            if identity not in seen:
+                seen.add(identity)
+                records.append(record)
+        if files > len(loaded):
+            left_out.append(f"--from {folder}: {files - len(loaded)} unreadable record(s) left out (named above)")
+        if duplicates:
+            left_out.append(f"--from {folder}: {duplicates} record(s) left out, already read from an earlier "
+                            "folder (same method, seed, eval, set key and recipes: counted once)")
+    return records, left_out
+
+
+def column_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """What two records of a method must share to be averaged in one cell: the method's code
+    version and recipe, the evaluation recipe and architectures, and the θ* if the method uses one."""
+    uses_theta = bool({"model", "dynamics"} & set(str(record.get("needs", "")).split("+")))
+    return {"method_version": record.get("method_version", 1), "model": record.get("model"),
+            "eval_model": record.get("eval_model"), "pretrain_key": record.get("pretrain_key") if uses_theta else None,
+            **{k: v for k, v in record.items() if k.startswith(("recipe.", "eval."))}}
+
+
+def record_identity(record: dict[str, Any]) -> tuple:
+    """One retrained model: the same identity in two folders is the same result, counted once."""
+    return (record["method"], record["dataset"], record["ipc"], record["seed"], record["eval_index"],
+            record.get("set_key"), _json_normal(column_fields(record)))
+
+
+def _prefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
+
+
+def _json_normal(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def set_aside_unreadable(out: Path | str) -> int:
@@ -62,10 +125,12 @@ def set_aside_unreadable(out: Path | str) -> int:
     folder = Path(out) / "records"
     moved = 0
     for path in sorted(folder.glob("*.json")):
-        if read_record(path) is None:
+        record, problem = _read_record(path)
+        if record is None:
             (folder / "unreadable").mkdir(exist_ok=True)
             path.replace(folder / "unreadable" / path.name)
-            _warn(f"record {path} is unreadable; computing it again (the file is now in {folder / 'unreadable'})")
+            _warn(f"record {path} is unreadable ({problem}); computing it again "
+                  f"(the file is now in {folder / 'unreadable'})")
             moved += 1
     return moved
 
@@ -105,12 +170,64 @@ def code_versions(records: list[dict[str, Any]]) -> list[str]:
     return [f"{CODE_NOTE}MIXED, records from {len(named)} code versions: {'; '.join(named)}"]
 
 
+SPLIT_NOTE = "SEPARATE COLUMNS: "   # prefix of the notes of :func:`label_columns` (recomputed on merges)
+
+
+def table_notes(records: list[dict[str, Any]]) -> list[str]:
+    """The notes the records themselves call for: the code they came from, methods split into columns."""
+    return code_versions(records) + label_columns(records)[1]
+
+
+def label_columns(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Copies of the records with a ``column`` each, and a note per split method.
+
+    Records of one method (per dataset and IPC) that differ in :func:`column_fields` — recipe,
+    evaluation recipe, code version, θ* — are never averaged into one cell: each variant is its own
+    column, labelled by what differs ("DC (300 ep)", "DC (v2)", else "DC [1]", "DC [2]"), in order
+    of first appearance.
+    """
+    variants: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        fields = column_fields(r)
+        variants.setdefault((r["dataset"], r["ipc"], r["method"]), {}).setdefault(_json_normal(fields), fields)
+    suffixes, notes = {}, []
+    for (dataset, ipc, method), found in variants.items():
+        if len(found) == 1:
+            suffixes[(dataset, ipc, method, *found)] = ""
+            continue
+        differing = sorted(k for k in set().union(*found.values())
+                           if len({_json_normal(fields.get(k)) for fields in found.values()}) > 1)
+        labels = [_suffix(differing, fields, i) for i, fields in enumerate(found.values(), 1)]
+        if len(set(labels)) < len(labels):
+            labels = [f"[{i}]" for i in range(1, len(labels) + 1)]
+        suffixes.update({(dataset, ipc, method, key): label for key, label in zip(found, labels)})
+        parts = [f"{method} {label}: " + ", ".join(f"{k}={fields.get(k)}" for k in differing)
+                 for label, fields in zip(labels, found.values())]
+        notes.append(f"{SPLIT_NOTE}{dataset} IPC={ipc}: {method} records differ in {', '.join(differing)}, "
+                     f"not merged: {'; '.join(parts)}")
+    labelled = []
+    for r in records:
+        suffix = suffixes[(r["dataset"], r["ipc"], r["method"], _json_normal(column_fields(r)))]
+        labelled.append({**r, "column": f"{r['method']} {suffix}".strip(),
+                         "table_name": f"{r['table_name']} {suffix}".strip()})
+    return labelled, notes
+
+
+def _suffix(differing: list[str], fields: dict[str, Any], index: int) -> str:
+    if differing == ["eval.epochs"] and isinstance(fields.get("eval.epochs"), (int, float)):
+        return f"({fields['eval.epochs']:g} ep)"
+    if differing == ["method_version"]:
+        return f"(v{fields['method_version']})"
+    return f"[{index}]"
+
+
 def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None) -> pd.DataFrame:
-    """One row per (dataset, ipc, method): mean, std (ddof 0), n, timings, the paper's figure."""
+    """One row per column (:func:`label_columns`; normally one per method) and dataset / IPC:
+    mean, std (ddof 0), n, timings, the paper's figure."""
     if not records:
         return pd.DataFrame()
-    frame = pd.DataFrame(records)
-    keys = ["dataset", "ipc", "group", "order", "method", "table_name"]
+    frame = pd.DataFrame(label_columns(records)[0])
+    keys = ["dataset", "ipc", "group", "order", "method", "column", "table_name"]
     summary = frame.groupby(keys, sort=False).agg(
         mean=("test_accuracy", "mean"), std=("test_accuracy", lambda s: s.std(ddof=DDOF)),
         n=("test_accuracy", "size"), seeds=("seed", "nunique"),
@@ -129,7 +246,7 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     summary["paper_source"] = [r[2] if r else None for r in refs]
     summary["delta"] = summary["mean"] - summary["paper_mean"].astype(float)
     summary["group_rank"] = summary["group"].map({"selection": 0, "synthesis": 1}).fillna(2)
-    return summary.sort_values(["dataset", "ipc", "group_rank", "order", "method"]).drop(
+    return summary.sort_values(["dataset", "ipc", "group_rank", "order", "method", "column"]).drop(
         columns="group_rank").reset_index(drop=True)
 
 
@@ -142,12 +259,12 @@ def _cell(mean: Any, std: Any, digits: int = 1) -> str:
 def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Table 1's layout: a column per method (selection, then synthesis); per dataset/IPC the
     rows ours / paper / Δ / eval recipe."""
-    methods = list(dict.fromkeys(summary["method"]))
-    names = summary.drop_duplicates("method").set_index("method")
+    methods = list(dict.fromkeys(summary["column"]))
+    names = summary.drop_duplicates("column").set_index("column")
     header = ["", *[f"{names.loc[m, 'table_name']}" for m in methods]]
     rows = [["group", *[GROUP_TITLES.get(names.loc[m, "group"], names.loc[m, "group"]) for m in methods]]]
     for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
-        by_method = block.set_index("method")
+        by_method = block.set_index("column")
         def line(label, fn):
             return [label, *[fn(by_method.loc[m]) if m in by_method.index else "" for m in methods]]
         rows.append(line(f"{dataset} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"])))
@@ -165,7 +282,7 @@ def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
               "ρ(Σλ, class acc)"]
     rows = []
     for row in summary.itertuples():
-        rows.append([row.method, row.needs, f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
+        rows.append([row.column, row.needs, f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
                      f"{row.peak_memory_mb:.0f}", _maybe(row, "pretrained_agreement", "{:.0f}"),
                      _maybe(row, "lambda_class_acc_pearson", "{:+.2f}")])
     return header, rows
@@ -194,8 +311,8 @@ def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 def render_latex(summary: pd.DataFrame) -> str:
     """booktabs table with a \\cmidrule per group, ready to paste."""
-    methods = list(dict.fromkeys(summary["method"]))
-    info = summary.drop_duplicates("method").set_index("method")
+    methods = list(dict.fromkeys(summary["column"]))
+    info = summary.drop_duplicates("column").set_index("column")
     groups = [(g, [m for m in methods if info.loc[m, "group"] == g]) for g in dict.fromkeys(info.loc[methods, "group"])]
     lines = [r"\begin{tabular}{l" + "c" * len(methods) + "}", r"\toprule"]
     spans, rules, column = [], [], 2
@@ -207,7 +324,7 @@ def render_latex(summary: pd.DataFrame) -> str:
     lines.append("Dataset / IPC & " + " & ".join(_tex(info.loc[m, "table_name"]) for m in methods) + r" \\")
     lines.append(r"\midrule")
     for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
-        by_method = block.set_index("method")
+        by_method = block.set_index("column")
         cells = [_cell(by_method.loc[m, "mean"], by_method.loc[m, "std"]).replace("±", r"$\pm$")
                  if m in by_method.index else "" for m in methods]
         lines.append(f"{_tex(dataset)} / {ipc} & " + " & ".join(cells) + r" \\")

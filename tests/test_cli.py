@@ -91,7 +91,7 @@ def test_end_to_end_digits_run_exports_everything_and_rerenders(capsys, tmp_path
         assert (out / "sets" / f"random-seed{seed}.pt").exists()
         assert (out / "sets" / f"random-seed{seed}.png").stat().st_size > 100
     (out / "table.md").unlink()
-    code, again, _ = run_cli(capsys, "--from", str(out))
+    code, again, _ = run_cli(capsys, "--from", str(out), "--in-place")
     assert code == 0 and (out / "table.md").exists()
     ours = [line for line in stdout.splitlines() if "IPC=1: ours" in line]
     assert ours and ours == [line for line in again.splitlines() if "IPC=1: ours" in line]

@@ -211,7 +211,7 @@ def test_garbage_record_is_recomputed_and_the_table_survives(capsys, tmp_path):
     assert run_cli(capsys, *common)[0] == 0
     [record] = (tmp_path / "out" / "records").glob("*.json")
     record.write_text('{"method": "random", "seed": 0, "test_acc')               # cut off mid-write
-    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"))
+    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"), "--out", str(tmp_path / "rendered"))
     assert code == 2 and lines_naming(err, record) and "Traceback" not in err  # nothing left to render
     code, out, err = run_cli(capsys, *common)
     assert code == 0 and "Traceback" not in err and len(lines_naming(err, record)) == 1, err
@@ -316,7 +316,7 @@ def test_real_sigint_during_retraining_ends_in_one_line_and_130(tmp_path):
 def test_garbage_run_json_does_not_stop_from(capsys, tmp_path):
     assert run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))[0] == 0
     (tmp_path / "out" / "run.json").write_text("{ not json")
-    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"))
+    code, out, err = run_cli(capsys, "--from", str(tmp_path / "out"), "--out", str(tmp_path / "rendered"))
     assert code == 0 and "digits IPC=1: ours" in out
     assert len(err.strip().splitlines()) == 1 and "run.json is unreadable" in err
 
