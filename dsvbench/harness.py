@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import resource
 import sys
 import time
@@ -277,7 +278,9 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
                     build_info = {"build_seconds": seconds / len(group), "build_batch": len(group),
                                   **_peak_memory(device)}
                     key = missing[i][1]
-                    atomic_torch_save({"set": condensed.state_dict(), "build_info": build_info}, cache[key])
+                    state = condensed.state_dict()
+                    atomic_torch_save({"set": state, "build_info": build_info, "sha256": set_digest(state)},
+                                      cache[key])
                     found[key] = (condensed, build_info)
         finally:
             for bar in bars:
@@ -387,9 +390,27 @@ def _announce(outcome: dict[str, Any]) -> None:
 def _load_cached_set(path: Path) -> tuple[CondensedSet, dict[str, Any]] | None:
     """A cached condensed set and its build info; None (so it is rebuilt) when the file is unsafe,
     truncated or malformed, said in one line naming it (:func:`load_cache_file`)."""
-    from .atomic import load_cache_file
-    return load_cache_file(path, lambda state: (CondensedSet.from_state_dict(state["set"]),
-                                                dict(state["build_info"])), "cached set")
+    from .atomic import CacheMismatch, load_cache_file
+
+    def use(state):
+        if state.get("sha256") != set_digest(state["set"]):
+            raise CacheMismatch("does not match the sha256 stored with it (changed or damaged on disk)")
+        return CondensedSet.from_state_dict(state["set"]), dict(state["build_info"])
+    return load_cache_file(path, use, "cached set")
+
+
+def set_digest(state: dict[str, Any]) -> str:
+    """sha256 of a condensed set's state (tensor bytes and metadata), stored beside it in the cache
+    and checked on load: a well-formed but altered set is rebuilt, never used."""
+    digest = hashlib.sha256()
+    for name in ("images", "labels", "weights"):
+        value = state.get(name)
+        digest.update(name.encode())
+        if value is not None:
+            digest.update(str((value.dtype, tuple(value.shape))).encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(state.get("metadata", {}), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 _PROVENANCE: dict[str, Any] = {}

@@ -104,6 +104,25 @@ def test_planted_or_corrupt_cached_set_is_rebuilt_unrun(capsys, tmp_path, conten
     assert torch.load(path, weights_only=True)["set"]["labels"].numel() == 10    # rebuilt, now safe
 
 
+def test_altered_but_well_formed_cached_set_is_rebuilt(capsys, tmp_path):
+    # A cached set whose pixels were changed after it was written (still a valid file) must not be
+    # used: the sha256 stored beside it no longer matches.
+    cache = tmp_path / "cache"
+    common = [*FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(cache)]
+    assert run_cli(capsys, *common)[0] == 0
+    path = set_cache_path(tmp_path, cache)
+    state = torch.load(path, weights_only=True)
+    original = state["set"]["images"].clone()
+    state["set"]["images"] = torch.zeros_like(original)
+    torch.save(state, path)
+    for record in (tmp_path / "out" / "records").glob("*.json"):
+        record.unlink()
+    code, _, err = run_cli(capsys, *common)
+    assert code == 0 and len(lines_naming(err, path)) == 1, err
+    assert "does not match the sha256" in lines_naming(err, path)[0]
+    assert torch.equal(torch.load(path, weights_only=True)["set"]["images"], original)   # rebuilt
+
+
 def test_every_method_set_round_trips_with_weights_only(tmp_path):
     """What the harness caches for each registered method loads with ``weights_only=True``."""
     import io
