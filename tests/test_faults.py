@@ -252,6 +252,10 @@ def test_garbage_record_is_recomputed_and_the_table_survives(capsys, tmp_path):
     (["--backend", "nonsense"], "--backend 'nonsense' is not a joblib backend; known: dask, loky"),
     (["--device", "meta"], "dsvbench runs on cpu, cuda[:N], mps or xpu, not meta"),
     (["--seeds", "x"], "argument --seeds: invalid int value: 'x'"),
+    (["--set", "dsvg.steps=-5"], "dsvg.steps must be >= 1, got -5"),        # was: IndexError inside the job
+    (["--set", "dsvg.steps=0"], "dsvg.steps must be >= 1, got 0"),          # was: scored 3.7 %
+    (["--set", "dsvs.params=nope"], "params='nope' is not valid"),          # KKT recipes are checked too
+    (["--set", "dsvg.lowres_steps=9000"], "dsvg.lowres_steps must be in [0, steps=4000]"),
 ])
 def test_bad_input_is_one_line_exit_2_before_any_work(capsys, tmp_path, argv, expected):
     code, _, err = run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),

@@ -373,6 +373,35 @@ class KKTRecipe:
     theta_weight_decay: float = 5e-3 # paper, Appendix B
     retrain: str = "dsv"             # the column's retraining recipe: dsv (SAM, the seed) | adam (NeurIPS)
 
+    def __post_init__(self) -> None:
+        """Every field checked when the recipe is made (``--set`` included), before any work."""
+        from ..models import MODELS
+        from ..registry import UserError
+        for name, valid in (("params", PARAM_SETS), ("distance", DISTANCES), ("sqrt", SQRT_MODES),
+                            ("normalize", NORMALIZATIONS), ("objective", OBJECTIVES),
+                            ("optimizer", ("adam", "sgd")), ("lambda_optimizer", ("adam", "sgd")),
+                            ("retrain", ("dsv", "adam", "dc"))):
+            if getattr(self, name) not in valid:
+                raise UserError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}")
+        if self.theta_model != "run" and self.theta_model not in MODELS:
+            raise UserError(f"theta_model={self.theta_model!r}: not a registered model (or 'run'); "
+                            f"known: {', '.join(MODELS.names())}")
+        if self.lambda_scale not in ("fit", "norm"):
+            try:
+                if not float(self.lambda_scale) > 0:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"lambda_scale={self.lambda_scale!r}: fit, norm or a positive number") from None
+        for name in ("beta", "gamma", "aug_shift", "aug_scale", "aug_brightness", "aug_contrast", "theta_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("alpha_lambda", "chunk", "history_points"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("rescale_every", "theta_epochs"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+
     def pretrained_spec(self) -> tuple[str, dict] | None:
         """(architecture, PretrainRecipe overrides) of the θ* this method needs; None = the run's."""
         if self.theta_model == "run":

@@ -47,6 +47,21 @@ class DSVgRecipe(KKTRecipe):
     keep_per_class: bool = True      # never drop a class below IPC survivors (choice)
     lambda_warmup: int = 0           # steps before λ moves and removal starts (choice)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from ..registry import UserError
+        for name in ("candidates_per_class", "steps", "lowres_factor"):
+            if getattr(self, name) < 1:
+                raise UserError(f"dsvg.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.lowres_steps <= self.steps:
+            raise UserError(f"dsvg.lowres_steps must be in [0, steps={self.steps}], got {self.lowres_steps}")
+        for name in ("alpha_x", "init_std"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"dsvg.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("tv_weight", "l2_weight", "lambda_warmup"):
+            if getattr(self, name) < 0:
+                raise UserError(f"dsvg.{name} must be >= 0, got {getattr(self, name)}")
+
 
 def recipe_defaults(dataset: str) -> dict:
     """No horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""

@@ -44,6 +44,13 @@ class DSVsRecipe(KKTRecipe):
     correct_only: bool = True        # pool only images θ* classifies correctly (choice)
     keep_per_class: bool = True      # never drop a class below IPC survivors (choice)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from ..registry import UserError
+        if self.steps < 1 or self.pool_per_class < 0:
+            raise UserError(f"dsvs.steps must be >= 1 and dsvs.pool_per_class >= 0 (0 = all), got "
+                            f"{self.steps} and {self.pool_per_class}")
+
 
 def recipe_defaults(dataset: str) -> dict:
     """No horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""
