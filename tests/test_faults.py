@@ -377,3 +377,19 @@ def test_run_json_carries_commit_and_dirty_flag(capsys, tmp_path):
     assert run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))[0] == 0
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert {"git_commit", "git_dirty"} <= set(info) and info["versions"]["dsvbench"]
+
+
+def test_corrupt_per_model_cache_is_one_line_and_recomputed(capsys, tmp_path):
+    # herding's embeddings / dsvs's predictions (methods.base.cached_for_model): garbage on disk is
+    # recomputed with one line naming the file, not a failed job.
+    import dataclasses
+    from dsvbench.methods.base import cached_for_model
+    from tests.conftest import make_context, make_tiny_dataset
+    ctx = dataclasses.replace(make_context(make_tiny_dataset()), cache_dir=tmp_path)
+    (tmp_path / "embeddings.pt").write_bytes(b"garbage")
+    value = cached_for_model(ctx, "embeddings", lambda: torch.ones(len(ctx.train_labels)))
+    err = capsys.readouterr().err
+    assert torch.equal(value, torch.ones(len(ctx.train_labels)))
+    assert len(lines_naming(err, tmp_path / "embeddings.pt")) == 1 and "computing it again" in err
+    again = cached_for_model(ctx, "embeddings", lambda: torch.zeros(len(ctx.train_labels)))
+    assert torch.equal(again, value)                                   # the rewritten file is used

@@ -255,11 +255,13 @@ def cached_for_model(ctx: "BuildContext", name: str, compute: Callable[[], torch
     """A per-training-example tensor derived from θ*, cached under ``ctx.cache_dir`` (which
     belongs to the pretrained model) as ``<name>.pt`` and reused by every seed; recomputed
     when there is no cache dir or the cached file was made for other training labels."""
+    from ..atomic import load_cache_file
     path = None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"{name}.pt"
-    if path is not None and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if "value" in state and torch.equal(state["labels"], ctx.train_labels.cpu()):
-            return state["value"].to(ctx.device)
+    if path is not None and path.exists():   # a corrupt or planted file: one line, recomputed
+        state = load_cache_file(path, lambda state: (state["value"], state["labels"]), f"cached {name}",
+                                "computing it again")
+        if state is not None and torch.equal(state[1], ctx.train_labels.cpu()):
+            return state[0].to(ctx.device)
     value = compute()
     if path is not None:
         atomic_torch_save({"value": value.cpu(), "labels": ctx.train_labels.cpu()}, path)
