@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import resource
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -338,16 +340,19 @@ def failure_path(out: Path, job: Job) -> Path:
 def _run_task_safely(config: BenchConfig, task: Task, progress: bool, loaded=None) -> dict[str, Any]:
     """Run one task; any exception becomes a failure record for its seeds (the other tasks go on)."""
     out = Path(config.out)
-    for job in task.jobs:
-        failure_path(out, job).unlink(missing_ok=True)
     try:
+        for job in task.jobs:
+            failure_path(out, job).unlink(missing_ok=True)
         records = run_task(config, task, progress, loaded)
         return {"task": task, "records": records, "error": None}
     except Exception as error:  # noqa: BLE001 - reported per task, others continue
         message = f"{type(error).__name__}: {error}".splitlines()[0]
-        for job in task.jobs:
-            atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed, "error": message,
-                                                       "traceback": traceback.format_exc()})
+        try:
+            for job in task.jobs:
+                atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed,
+                                                           "error": message, "traceback": traceback.format_exc()})
+        except OSError as write_error:   # e.g. --out made read-only mid-run: said, not a traceback
+            message += f" (and its failure record could not be written: {write_error.strerror or write_error})"
         return {"task": task, "records": [], "error": message}
 
 
@@ -373,7 +378,27 @@ def run(config: BenchConfig, progress: bool = True,
 
 def _worker(config: BenchConfig, task: Task, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
+    _exit_with_parent()
     return _run_task_safely(config, task, progress=False)
+
+
+_WATCHING: list[int] = []
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent (the run) died — ``kill -9`` — ends within a second instead of going
+    on as an orphan (its finished records are already on disk; a rerun resumes)."""
+    if _WATCHING:
+        return
+    parent = os.getppid()
+    _WATCHING.append(parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="dsvbench-parent-watch", daemon=True).start()
 
 
 def _announce(outcome: dict[str, Any]) -> None:

@@ -393,3 +393,37 @@ def test_corrupt_per_model_cache_is_one_line_and_recomputed(capsys, tmp_path):
     assert len(lines_naming(err, tmp_path / "embeddings.pt")) == 1 and "computing it again" in err
     again = cached_for_model(ctx, "embeddings", lambda: torch.zeros(len(ctx.train_labels)))
     assert torch.equal(again, value)                                   # the rewritten file is used
+
+
+def test_workers_end_when_the_run_is_killed(tmp_path):
+    # kill -9 of the main process with --jobs 2: its loky workers must not go on as orphans.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.Popen([sys.executable, str(repo / "run_bench.py"), "--dataset", "digits", "--methods", "dc",
+                            "--seeds", "2", "--jobs", "2", "--quiet", "--out", str(tmp_path / "out"),
+                            "--cache-dir", str(tmp_path / "cache")], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children")
+        if children.exists():
+            workers = {int(p) for p in children.read_text().split()
+                       if "loky" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")}
+    if len(workers) < 2:
+        run.kill()
+        pytest.skip("no loky workers seen (platform without /proc children)")
+    time.sleep(3)                                  # the workers are inside their DC builds now
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    time.sleep(4)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists()
+             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed run"
