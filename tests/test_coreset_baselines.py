@@ -6,9 +6,13 @@ import torch
 from torch import nn
 
 from dsvbench.baselines.forgetting import build_forgetting, forgetting_counts, ForgettingRecipe
-from dsvbench.baselines.herding import HerdingRecipe, build_herding, herding_order
+from dsvbench.baselines import herding as herding_module
+from dsvbench.baselines.herding import HerdingRecipe, build_herding, embed, herding_order, training_features
+from dsvbench.config import PretrainRecipe
+from dsvbench.data import ImageDataset
 from dsvbench.methods import METHODS, BuildContext, MethodFailed, load_methods
 from dsvbench.models import InputShape, create_model
+from dsvbench.pretrain import load_or_pretrain
 from dsvbench.registry import UserError
 
 # Class mean (0, 0).  Step 0: target (0,0), distances 2, 1, 3, √10 -> pick 1.
@@ -93,12 +97,111 @@ def test_herding_pretrained_embedding_is_cached_and_reused(tmp_path):
 
 
 def test_herding_rejects_unknown_feature_kind():
-    with pytest.raises(UserError, match="pretrained, random-init, pixels"):
+    with pytest.raises(UserError, match="pretrained, per-seed, random-init, pixels"):
         HerdingRecipe(features="penultimate")
+    with pytest.raises(UserError, match="argmin, argmax"):
+        HerdingRecipe(criterion="closest")
+    with pytest.raises(UserError, match="none, l2"):
+        HerdingRecipe(normalize="l1")
+
+
+# DeepCore's argmax on POINTS.  Step 0: target (0,0): 2, 1, 3, √10 -> pick 3.
+# Step 1: target 2μ − p3 = (1,3): p0 √10, p1 √13, p2 1 -> pick 1.
+# Step 2: target 3μ − (p3+p1) = (2,3): p0 3, p2 2 -> pick 0.  Step 3: 2.
+def test_herding_argmax_variant_matches_hand_computation():
+    assert herding_order(POINTS, 4, criterion="argmax").tolist() == [3, 1, 0, 2]
+
+
+def test_herding_l2_normalization_changes_the_pick():
+    # One class: a = (10, 0), b = (0, 1), c = (0, -1).  Unnormalized μ = (10/3, 0): b is
+    # closest (‖(−10/3, 1)‖ ≈ 3.48 < 6.67).  Normalized a = (1, 0), μ = (1/3, 0): a (0.67) < b (1.05).
+    images = torch.tensor([[10.0, 0.0], [0.0, 1.0], [0.0, -1.0]]).reshape(3, 2, 1, 1)
+    labels = torch.zeros(3, dtype=torch.long)
+
+    def pick(normalize):
+        ctx = make_context(images, labels, 1, 1)
+        return build_herding(ctx, HerdingRecipe(features="pixels", normalize=normalize)).metadata["indices"]
+
+    assert pick("none") == [1] and pick("l2") == [0]
+
+
+def tiny_dataset(seed=0):
+    images, labels = synthetic_digits(per_class=12, seed=seed)
+    return ImageDataset("digits", images, labels, images[:10], labels[:10], (0.0,), (1.0,),
+                        [str(c) for c in range(10)])
+
+
+def test_herding_per_seed_network_at_seed_0_is_theta_star_before_the_polish(tmp_path):
+    # Same loop, same recipe, same generator seed: the per-seed network of seed 0 is θ*.
+    dataset = tiny_dataset()
+    recipe = PretrainRecipe.for_dataset("digits", epochs=2, polish_steps=0)
+    theta = load_or_pretrain(dataset, "convnet_tiny", recipe, tmp_path, "cpu", progress=False)
+    ctx = make_context(dataset.train_x, dataset.train_y, 10, 1, seed=0)
+    ctx.dataset_name = "digits"
+    herding = HerdingRecipe(features="per-seed", feature_epochs=2)
+    features = training_features(ctx, herding)
+    assert torch.equal(features, embed(theta.model, dataset.train_x, 512))
+
+
+def test_herding_per_seed_features_are_cached_per_seed_and_differ_across_seeds(tmp_path, monkeypatch):
+    dataset = tiny_dataset()
+    trained = []
+    original = herding_module.train_feature_network
+    monkeypatch.setattr(herding_module, "train_feature_network",
+                        lambda ctx, recipe, seed: trained.append(seed) or original(ctx, recipe, seed))
+
+    def select(seed):
+        ctx = make_context(dataset.train_x, dataset.train_y, 10, 1, seed=seed, cache_dir=tmp_path)
+        ctx.dataset_name = "digits"
+        return build_herding(ctx, HerdingRecipe(features="per-seed", feature_epochs=1)).metadata["indices"]
+
+    first = select(0)
+    assert select(0) == first and trained == [0]             # the second build read the cache
+    assert select(1) != first and trained == [0, 1]
+    assert len(list(tmp_path.glob("herding_features_per-seed-*.pt"))) == 2
 
 
 def test_forgetting_counts_on_hand_made_matrix():
-    assert forgetting_counts(DYNAMICS).tolist() == COUNTS
+    assert forgetting_counts(DYNAMICS, "max").tolist() == COUNTS
+
+
+def test_forgetting_default_is_deepcores_zero():
+    # the reading that reproduces the DC paper's MNIST figure (baselines/forgetting.py)
+    assert ForgettingRecipe().never_learned == "zero"
+    assert forgetting_counts(DYNAMICS).tolist() == forgetting_counts(DYNAMICS, "zero").tolist()
+
+
+def test_forgetting_never_learned_conventions():
+    assert forgetting_counts(DYNAMICS, "max").tolist() == COUNTS
+    assert forgetting_counts(DYNAMICS, "zero").tolist() == [2, 0, 0, 1, 1, 0]
+    assert forgetting_counts(DYNAMICS, "exclude").tolist() == [2, -1, 0, 1, 1, 0]
+
+
+def test_forgetting_zero_and_exclude_pick_the_most_forgotten_learned_example():
+    images = torch.randn(6, 1, 8, 8)
+    labels = torch.zeros(6, dtype=torch.long)
+    for convention in ("zero", "exclude"):
+        condensed = build_forgetting(make_context(images, labels, 1, 1, dynamics=DYNAMICS),
+                                     ForgettingRecipe(never_learned=convention))
+        assert condensed.metadata["indices"] == [0] and condensed.metadata["never_learned_picked"] == 0
+    # exclude: the never-learned example comes last, after the ties at 0 events
+    condensed = build_forgetting(make_context(images, labels, 1, 6, dynamics=DYNAMICS),
+                                 ForgettingRecipe(never_learned="exclude"))
+    assert condensed.metadata["indices"][-1] == 1 and condensed.metadata["never_learned_picked"] == 1
+
+
+def test_forgetting_scores_only_the_first_epochs():
+    # First 2 epochs: n0 10 -> 1, n1 never learned, n2 11 -> 0, n3 01 -> 0, n4 10 -> 1, n5 01 -> 0
+    images = torch.randn(6, 1, 8, 8)
+    labels = torch.zeros(6, dtype=torch.long)
+    condensed = build_forgetting(make_context(images, labels, 1, 3, dynamics=DYNAMICS),
+                                 ForgettingRecipe(never_learned="zero", epochs=2))
+    assert condensed.metadata["epochs"] == 2
+    assert sorted(condensed.metadata["indices"][:2]) == [0, 4]
+    with pytest.raises(MethodFailed, match="recorded 4 epochs"):
+        build_forgetting(make_context(images, labels, 1, 1, dynamics=DYNAMICS), ForgettingRecipe(epochs=5))
+    with pytest.raises(UserError, match="never_learned"):
+        ForgettingRecipe(never_learned="infinite")
 
 
 def test_forgetting_ranks_never_learned_first_and_breaks_ties_by_seed():
@@ -107,7 +210,7 @@ def test_forgetting_ranks_never_learned_first_and_breaks_ties_by_seed():
     picks = set()
     for seed in range(20):
         indices = build_forgetting(make_context(images, labels, 1, 3, seed=seed, dynamics=DYNAMICS),
-                                   ForgettingRecipe()).metadata["indices"]
+                                   ForgettingRecipe(never_learned="max")).metadata["indices"]
         assert indices[:2] == [1, 0]                    # never learned, then 2 events
         picks.add(indices[2])
     assert picks == {3, 4}                              # the tie at 1 event goes either way
