@@ -7,7 +7,7 @@
   scale (±0.2), rotate (±45°), noise (σ 0.001).  Vectorized with affine sampling
   (bilinear) instead of scipy's spline rotation; pixel amounts scale with size/28.
 * ``dsa`` — differentiable Siamese augmentation, see :mod:`dsvbench.dsa`.
-* :func:`manifold` — DeepKKT's A(X) for the manifold term.
+* :func:`manifold_draw` / :func:`manifold_apply` — DeepKKT's A(X) for the manifold term.
 
 Every kind but ``dsa`` is split in two: :func:`draw` takes the random parameters of a batch
 from a ``torch.Generator`` (on the generator's device, in bulk) and :func:`apply` is a pure
@@ -147,8 +147,3 @@ def manifold_apply(x: torch.Tensor, u: torch.Tensor, flip: bool, shift: float, s
     out = (out - mean) * (1 + contrast * u[:, 4]).view(-1, 1, 1, 1) + mean
     return out + brightness * u[:, 5].view(-1, 1, 1, 1)
 
-
-def manifold(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, scale: float,
-             brightness: float, contrast: float) -> torch.Tensor:
-    """:func:`manifold_apply` with parameters drawn from ``generator``."""
-    return manifold_apply(x, manifold_draw(len(x), generator), flip, shift, scale, brightness, contrast)

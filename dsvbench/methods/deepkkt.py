@@ -42,6 +42,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import pergroup
+from ..augment import manifold_apply, manifold_draw
 from .base import MethodFailed
 
 PARAM_SETS = ("all", "sensitive", "classifier")
@@ -207,15 +208,11 @@ class DeepKKT:
                 create_graph=True)
             stat = self.stat_distance([grads[n] for n in self.names])
             member = F.one_hot(groups, n_groups).to(logits.dtype)
-            counts = member.sum(0).clamp_min(1)
-            losses = F.cross_entropy(logits, labels, reduction="none")
-            primal = (member.T @ (losses * (logits.argmax(1) != labels).to(losses.dtype))) / counts
+            primal = _group_mean(primal_terms(logits, labels), member)
             total = weight * (primal.sum() + self.beta * stat.sum())
             out = torch.autograd.grad(total, [x, lam] if input_grad else [lam], allow_unused=True)
-        logits = logits.detach()
-        return KKTValues(primal.detach(), stat.detach(), (member.T @ entropy(logits)) / counts,
-                         (member.T @ (logits.argmax(1) == labels).to(logits.dtype)) / counts,
-                         _or_zeros(out[0], x) if input_grad else None, _or_zeros(out[-1], lam))
+        return _group_values(primal, stat, logits, labels, member, _or_zeros(out[0], x) if input_grad else None,
+                             _or_zeros(out[-1], lam))
 
     def _kkt_classifier(self, inputs, labels, lam, weight, input_grad, groups, n_groups, encoded) -> KKTValues:
         """The classifier target in closed form: ∇_W CE_i = (p_i − e_{y_i}) f_iᵀ, ∇_b CE_i = p_i − e_{y_i},
@@ -230,22 +227,16 @@ class DeepKKT:
                 feats = self.model.features(x)
                 logits = F.linear(feats, self.theta[self.names[0]], self.theta[self.names[1]])
         member = F.one_hot(groups, n_groups).to(feats.dtype)                       # n×G
-        counts = member.sum(0).clamp_min(1)
         with torch.enable_grad():
             delta = lam[:, None] * self._logit_grad(logits, labels)
             grad_w = torch.stack([(delta * member[:, g, None]).T @ feats for g in range(n_groups)])
             grad_b = member.T @ delta
             stat = self.stat_distance([grad_w, grad_b])
-            losses = F.cross_entropy(logits, labels, reduction="none")
-            wrong = (logits.argmax(1) != labels).to(losses.dtype)
-            primal = (member.T @ (losses * wrong)) / counts
+            primal = _group_mean(primal_terms(logits, labels), member)
             total = weight * (primal.sum() + self.beta * stat.sum())
-            wrt = [x, lam] if input_grad else [lam]
-            out = torch.autograd.grad(total, wrt, allow_unused=True)
-        logits = logits.detach()
-        return KKTValues(primal.detach(), stat.detach(), (member.T @ entropy(logits)) / counts,
-                         (member.T @ (logits.argmax(1) == labels).to(feats.dtype)) / counts,
-                         _or_zeros(out[0], x) if input_grad else None, _or_zeros(out[-1], lam))
+            out = torch.autograd.grad(total, [x, lam] if input_grad else [lam], allow_unused=True)
+        return _group_values(primal, stat, logits, labels, member, _or_zeros(out[0], x) if input_grad else None,
+                             _or_zeros(out[-1], lam))
 
     def _kkt_direct(self, inputs, labels, lam, weight, input_grad) -> KKTValues:
         x = inputs.detach().requires_grad_(input_grad)
@@ -452,15 +443,25 @@ def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: s
         raise ValueError(f"lambda_scale={how!r}; valid: fit, norm or a positive number") from None
 
 
-def rescale(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
-            step: int, every: int) -> float:
-    """The factor to multiply λ by at ``step``: the best uniform c > 0 for L_stat every ``every``
-    steps, 1 otherwise.  A common factor keeps the signs of λ (who survives) and the ranking (who
-    is selected); it only lets the scale of Σλ∇θL follow θ*, which Adam steps of a fixed size on
-    λ cannot do when the candidates' gradients grow or shrink by orders of magnitude (choice)."""
-    if every <= 0 or step == 0 or step % every:
-        return 1.0
-    return kkt.fit_uniform_scale(inputs, labels, lam)
+def rescale_groups(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
+                   where: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Per group, the factor to multiply λ by: the best uniform c > 0 for L_stat (called every
+    ``rescale_every`` steps, :func:`rescale_due`).  A common factor keeps the signs of λ (who
+    survives) and the ranking (who is selected); it only lets the scale of Σλ∇θL follow θ*, which
+    fixed-size steps on λ cannot do when the candidates' gradients grow or shrink by orders of
+    magnitude (choice)."""
+    return torch.tensor([kkt.fit_uniform_scale(inputs[where == g], labels[where == g], lam[where == g])
+                         for g in range(n_groups)], device=inputs.device)
+
+
+def augment_groups(images: torch.Tensor, where: torch.Tensor, generators: list[torch.Generator],
+                   recipe: KKTRecipe) -> torch.Tensor:
+    """A(X) of the manifold term for grouped candidates: group g's parameters drawn from
+    generator g (its single-seed stream), all applied in one call."""
+    counts = torch.bincount(where, minlength=len(generators)).tolist()
+    draws = torch.cat([manifold_draw(k, g) for k, g in zip(counts, generators)])
+    return manifold_apply(images, draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
+                          recipe.aug_brightness, recipe.aug_contrast)
 
 
 def make_optimizer(kind: str, tensor: torch.Tensor, lr: float) -> torch.optim.Optimizer:
@@ -512,11 +513,27 @@ def log_groups(histories: list[History], step: int, values: KKTValues, images: t
 
 
 # ----- helpers used by both methods ------------------------------------------------------------
-def primal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 7: mean over candidates of CE where θ* misclassifies, 0 where it is right."""
+def primal_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 per candidate: CE where θ* misclassifies, 0 where it is right."""
     losses = F.cross_entropy(logits, labels, reduction="none")
-    wrong = (logits.argmax(1) != labels).to(losses.dtype)
-    return (losses * wrong).mean()
+    return losses * (logits.argmax(1) != labels).to(losses.dtype)
+
+
+def primal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: L_primal, the mean of :func:`primal_terms` over the candidates."""
+    return primal_terms(logits, labels).mean()
+
+
+def _group_mean(values: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Per-group means of per-candidate ``values`` (``member``: n×G one-hot of the groups)."""
+    return (member.T @ values) / member.sum(0).clamp_min(1)
+
+
+def _group_values(primal, stat, logits, labels, member, grad_x, grad_lam) -> KKTValues:
+    """KKTValues of a grouped evaluation: per-group primal, stat, entropy and label agreement."""
+    logits = logits.detach()
+    return KKTValues(primal.detach(), stat.detach(), _group_mean(entropy(logits), member),
+                     _group_mean((logits.argmax(1) == labels).to(logits.dtype), member), grad_x, grad_lam)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -544,7 +561,6 @@ def select_params(model: nn.Module, theta: dict[str, torch.Tensor], which: str) 
     return [n for n in theta if n not in invariant]
 
 
-from ..augment import manifold as augment  # noqa: E402  (A(X) lives in the one augmentation module)
 
 
 def remove_negative(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor,

@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DIGIT_DATASETS
-from ..augment import manifold_apply, manifold_draw
 from .base import BuildContext, CondensedSet, batched_builder, register_method, take_per_class
-from .deepkkt import (History, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      remove_negative, rescale, rescale_due)
+from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                      remove_negative, rescale_due, rescale_groups)
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,8 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
         index = torch.nonzero(alive).flatten()
         images, where = render(x)[index], groups[index]
         if rescale_due(step, recipe.rescale_every):
-            lam_now = unit[where] * mu.detach()[index]
-            unit = unit * torch.tensor([rescale(kkt, images.detach()[where == g], labels[index][where == g],
-                                                lam_now[where == g], step, recipe.rescale_every)
-                                        for g in range(seeds)], device=ctx.device)
+            unit = unit * rescale_groups(kkt, images.detach(), labels[index], unit[where] * mu.detach()[index],
+                                         where, seeds)
         lam = unit[where] * mu.detach()[index]
         final = step == recipe.steps
         if final:
@@ -155,10 +152,7 @@ def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torc
     roots, grads = [images], [clean.grad_inputs]
     grad_lam = clean.grad_lam
     if recipe.gamma > 0:
-        counts = torch.bincount(where, minlength=seeds).tolist()
-        draws = torch.cat([manifold_draw(k, c.generator) for k, c in zip(counts, contexts)])
-        augmented = manifold_apply(images, draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
-                                   recipe.aug_brightness, recipe.aug_contrast)
+        augmented = augment_groups(images, where, [c.generator for c in contexts], recipe)
         manifold = kkt.kkt(augmented.detach(), labels, lam, weight=recipe.gamma, groups=where, n_groups=seeds)
         roots.append(augmented)
         grads.append(manifold.grad_inputs)

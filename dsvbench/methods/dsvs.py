@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from ..config import DIGIT_DATASETS
-from ..augment import manifold_apply, manifold_draw
 from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, cached_for_model, register_method,
                    take_per_class)
-from .deepkkt import (History, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      primal_loss, remove_negative, rescale, rescale_due)
+from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                      primal_loss, remove_negative, rescale_due, rescale_groups)
 
 
 @dataclass(frozen=True)
@@ -91,10 +90,8 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
         index = torch.nonzero(alive).flatten()
         where = groups[index]
         if rescale_due(step, recipe.rescale_every):
-            lam_now = unit[where] * mu.detach()[index]
-            unit = unit * torch.tensor([rescale(kkt, images[index][where == g], labels[index][where == g],
-                                                lam_now[where == g], step, recipe.rescale_every)
-                                        for g in range(seeds)], device=images.device)
+            unit = unit * rescale_groups(kkt, images[index], labels[index], unit[where] * mu.detach()[index],
+                                         where, seeds)
         lam = unit[where] * mu.detach()[index]
         values = kkt.kkt(images[index], labels[index], lam, input_grad=False, groups=where, n_groups=seeds,
                          encoded=None if encoded is None else (encoded[0][index], encoded[1][index]))
@@ -108,10 +105,7 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
             break
         grad_lam = values.grad_lam
         if recipe.gamma > 0:
-            counts = torch.bincount(where, minlength=seeds).tolist()
-            draws = torch.cat([manifold_draw(k, c.generator) for k, c in zip(counts, contexts)])
-            augmented = manifold_apply(images[index], draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
-                                       recipe.aug_brightness, recipe.aug_contrast)
+            augmented = augment_groups(images[index], where, [c.generator for c in contexts], recipe)
             grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False, where, seeds).grad_lam
         mu.grad = torch.zeros_like(mu)
         mu.grad[index] = unit[where] * grad_lam
