@@ -37,6 +37,7 @@ from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_b
 from dsvbench.models import MODELS
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
 from dsvbench.registry import UserError
+from dsvbench.vectorized import supports_stacking
 
 # Reference ``get_loops``: IPC -> (outer loop, inner loop); the outer loop always equals the IPC.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -253,7 +254,7 @@ def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[Conden
     with torch.device("meta"):   # the architecture only: no parameters drawn
         net = MODELS.get(ctx.model_name)(ctx.shape)
     stackable = (ctx.device.type != "cpu" and recipe.loops(ctx.ipc)[0] == 1 and not recipe.dsa
-                 and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()))
+                 and supports_stacking(net))
     return build_dc_stacked(contexts, recipe) if stackable else [build_dc(c, recipe) for c in contexts]
 
 

@@ -34,6 +34,7 @@ from torch.func import functional_call, grad, grad_and_value, stack_module_state
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
 from dsvbench.models import MODELS
 from dsvbench.registry import UserError
+from dsvbench.vectorized import supports_stacking
 
 LOG_EVERY = 50   # outer iterations between progress reports / finiteness checks (host syncs)
 
@@ -170,7 +171,7 @@ def stacks_on(ctx: BuildContext) -> bool:
     the same arithmetic, and ``vmap``'s grouped kernels are slower than the plain ones)."""
     with torch.device("meta"):   # the architecture only: no parameters drawn
         net = MODELS.get(ctx.model_name)(ctx.shape)
-    return ctx.device.type != "cpu" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    return ctx.device.type != "cpu" and supports_stacking(net)
 
 
 @batched_builder("dd", cpu=False)
