@@ -14,7 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .atomic import atomic_write_json, atomic_write_text
-from .references import reference_for
+from .references import reference_for, reference_rows
 
 DDOF = 0
 STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
@@ -245,6 +245,7 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     summary["paper_std"] = [r[1] if r else None for r in refs]
     summary["paper_source"] = [r[2] if r else None for r in refs]
     summary["delta"] = summary["mean"] - summary["paper_mean"].astype(float)
+    summary["reference_dataset"] = [reference_dataset or row.dataset for row in summary.itertuples()]
     summary["group_rank"] = summary["group"].map({"selection": 0, "synthesis": 1}).fillna(2)
     return summary.sort_values(["dataset", "ipc", "group_rank", "order", "method", "column"]).drop(
         columns="group_rank").reset_index(drop=True)
@@ -268,13 +269,23 @@ def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         def line(label, fn):
             return [label, *[fn(by_method.loc[m]) if m in by_method.index else "" for m in methods]]
         rows.append(line(f"{dataset} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"])))
+        references = _reference_rows(block, ipc)
         if block["paper_mean"].notna().any():
-            rows.append(line("paper", lambda r: _cell(r["paper_mean"], r["paper_std"], 2)
+            rows.append(line(f"paper: {references[0][0]}", lambda r: _cell(r["paper_mean"], r["paper_std"], 2)
                              if pd.notna(r["paper_mean"]) else "–"))
             rows.append(line("Δ (ours − paper)", lambda r: f"{r['delta']:+.1f}" if pd.notna(r["delta"]) else "–"))
+        for label, figures in references[1:]:
+            rows.append(line(f"also: {label}", lambda r, f=figures: _cell(*f[r["method"]][:2], 2)
+                             if r["method"] in f else "–"))
         rows.append(line("retrained with", lambda r: f"{r['eval_recipe']} ({int(r['eval_epochs'])} ep)"))
         rows.append(line("models (seeds)", lambda r: f"{int(r['n'])} ({int(r['seeds'])})"))
     return header, rows
+
+
+def _reference_rows(block: pd.DataFrame, ipc: int) -> list[tuple[str, dict[str, Any]]]:
+    """The published rows of one dataset/IPC block (primary first, :func:`reference_rows`)."""
+    dataset = block["reference_dataset"].iloc[0] if "reference_dataset" in block else block["dataset"].iloc[0]
+    return reference_rows(dataset, int(ipc)) or [("paper", {})]
 
 
 def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
@@ -333,6 +344,10 @@ def render_latex(summary: pd.DataFrame) -> str:
                      if m in by_method.index and pd.notna(by_method.loc[m, "paper_mean"]) else "--"
                      for m in methods]
             lines.append(r"\quad paper & " + " & ".join(paper) + r" \\")
+        for label, figures in _reference_rows(block, ipc)[1:]:
+            also = [_cell(*figures[by_method.loc[m, "method"]][:2], 2).replace("±", r"$\pm$")
+                    if m in by_method.index and by_method.loc[m, "method"] in figures else "--" for m in methods]
+            lines.append(rf"\quad {_tex(label)} & " + " & ".join(also) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 

@@ -39,3 +39,14 @@ def test_rendered_tables_match_golden_files(name, render):
     text = render(summarize(RECORDS))
     golden = GOLDEN / name
     assert text == golden.read_text(), f"{name} changed; if intended, review and update {golden}"
+
+
+def test_every_published_row_is_shown_under_ours():
+    """CIFAR-10 IPC 1: DSV Table 1 first (Δ against it), then the DC paper's and the conference
+    version's rows; MNIST (through --reference-dataset) has the DC paper's row only."""
+    text = render_markdown(summarize(RECORDS))
+    assert "paper: DSV Table 1" in text and "also: DC Table 1" in text and "also: DSV conf." in text
+    herding = [line for line in text.splitlines() if line.startswith("| also: DC Table 1")][0]
+    assert "21.50 ± 1.20" in herding                     # the DC paper's herding, not DSV's 21.2
+    mnist = render_markdown(summarize([dict(r, dataset="digits") for r in RECORDS], reference_dataset="mnist"))
+    assert "paper: DC Table 1" in mnist and "also:" not in mnist and "64.90 ± 3.50" in mnist
