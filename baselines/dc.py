@@ -138,9 +138,8 @@ def class_weight_grads(net: nn.Module, images: torch.Tensor, mask: torch.Tensor,
     classes, per_class = mask.shape
     targets = labels.repeat_interleave(per_class)
     weights = (mask / mask.sum(1, keepdim=True).clamp_min(1)).flatten()
-    groups = torch.arange(classes, device=mask.device).repeat_interleave(per_class)
-    grads, _ = per_group_grads(net, images.flatten(0, 1), weighted_cross_entropy(weights, targets), groups,
-                               classes, create_graph=create_graph, weights_only=True)
+    grads, _ = per_group_grads(net, images.flatten(0, 1), weighted_cross_entropy(weights, targets), None,
+                               classes, create_graph=create_graph, weights_only=True)   # K blocks of M
     return list(grads.values())
 
 

@@ -37,12 +37,14 @@ def supported(model: nn.Module, names: list[str] | None = None) -> bool:
 
 
 def per_group_grads(model: nn.Module, inputs: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
-                    groups: torch.Tensor, n_groups: int, names: list[str] | None = None,
+                    groups: torch.Tensor | None, n_groups: int, names: list[str] | None = None,
                     create_graph: bool = False, weights_only: bool = False
                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """({name: n_groups × shape gradient of Σ_{i∈k} o_i}, logits) for ``o = objective(logits)``.
 
-    ``groups`` holds each example's group (0 … n_groups − 1).  ``names`` selects the parameters
+    ``groups`` holds each example's group (0 … n_groups − 1); ``None`` says the batch is already
+    n_groups contiguous blocks of equal size (group k = examples k·M … k·M + M − 1), which is
+    regrouped by a view instead of a padded copy (DC's K×M class batches).  ``names`` selects the parameters
     (default: every conv / linear parameter); ``weights_only`` skips biases (DC ignores them).
     """
     captured: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
@@ -61,7 +63,7 @@ def per_group_grads(model: nn.Module, inputs: torch.Tensor, objective: Callable[
     wanted = None if names is None else set(names)
     keep = [c for c in captured if wanted is None or any(f"{c[0]}.{p}".lstrip(".") in wanted for p in ("weight", "bias"))]
     deltas = torch.autograd.grad(objective(logits).sum(), [c[3] for c in keep], create_graph=create_graph)
-    layout = _Layout(groups, n_groups)
+    layout = _Blocks(n_groups) if groups is None else _Layout(groups, n_groups)
     grads: dict[str, torch.Tensor] = {}
     for (prefix, module, layer_input, _), delta in zip(keep, deltas):
         name = lambda p: f"{prefix}.{p}".lstrip(".")  # noqa: E731
@@ -91,6 +93,19 @@ class _Layout:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         return values.new_zeros((self.n_groups, *values.shape[1:])).index_add(0, self.groups, values)
+
+
+class _Blocks:
+    """The layout of a batch that is n_groups contiguous equal blocks: regrouping is a view."""
+
+    def __init__(self, n_groups: int):
+        self.n_groups = n_groups
+
+    def split(self, values: torch.Tensor) -> torch.Tensor:
+        return values.view(self.n_groups, -1, *values.shape[1:])
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self.split(values).sum(1)
 
 
 def _weight_grad(module: nn.Module, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
