@@ -34,6 +34,10 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     return _atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    return _atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_write_json(path: Path | str, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -27,6 +27,7 @@ from .methods import METHODS, load_methods
 from .models import MODELS
 from .plan import Plan, resolve
 from .registry import UserError
+from .report import render_report
 from .results import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, render_text, select_records,
                       set_aside_unreadable, table_notes, write_outputs)
 
@@ -324,6 +325,7 @@ def _main(args: argparse.Namespace) -> int:
                             config.reference_dataset)
     if not summary.empty:
         print(render_text(summary, notes))
+        render_report(config.out, summary, records, [config.out])   # figures/ and report.html
     failed = [o for o in outcomes if o["error"]]
     for outcome in failed:
         seeds = ", ".join(map(str, outcome["task"].seeds))
@@ -367,6 +369,7 @@ def _rerender(args: argparse.Namespace) -> int:
     info.update(rendered_from=list(args.from_dirs), left_out=left_out)
     summary = write_outputs(out, records, info, notes, reference)
     print(render_text(summary, notes))
+    render_report(out, summary, records, args.from_dirs)   # figures/ and report.html, from the stored sets
     for failure in sum((load_failures(f) for f in args.from_dirs), []):
         print(f"failed job {failure['method']} seed {failure['seed']}: {failure['error']}")
     return 0

@@ -190,8 +190,10 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
                            progress)
     items, infos = [], []
     for (job, key, ekey, pending), (condensed, build_info) in zip(todo, built):
-        _export_set(out, job, condensed, dataset)
-        infos.append({**build_info, **_diagnostics(condensed, pretrained, dataset)})
+        diagnostics = _diagnostics(condensed, pretrained, dataset)
+        class_accuracy = diagnostics.pop("theta_class_test_accuracy", None)   # Fig. 4, kept in the set's json
+        _export_set(out, job, condensed, dataset, key, class_accuracy)
+        infos.append({**build_info, **diagnostics})
         images, labels = condensed.images.to(device), condensed.labels.to(device)
         items += [(job, key, ekey, e, images, labels, infos[-1]) for e in pending]
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for job, _, _, e, *_ in items]
@@ -301,7 +303,8 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
 
 def _diagnostics(condensed: CondensedSet, pretrained: Pretrained | None,
                  dataset: ImageDataset) -> dict[str, Any]:
-    """Scalar metadata of the set, plus what θ* says about it (label agreement, Fig. 4's ρ)."""
+    """Scalar metadata of the set, plus what θ* says about it (label agreement, Fig. 4's ρ and, under
+    ``theta_class_test_accuracy``, the per-class test accuracies it is computed from)."""
     out = {f"meta.{k}": v for k, v in condensed.metadata.items()
            if isinstance(v, (int, float, str, bool)) or v is None}
     if pretrained is None:
@@ -315,6 +318,7 @@ def _diagnostics(condensed: CondensedSet, pretrained: Pretrained | None,
         class_acc = per_class_accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device),
                                        dataset.num_classes)
         out["lambda_class_acc_pearson"] = _pearson(list(map(float, sums)), class_acc)
+        out["theta_class_test_accuracy"] = [round(a, 4) for a in class_acc]
     return out
 
 
@@ -325,10 +329,15 @@ def _pearson(a: list[float], b: list[float]) -> float:
     return float((x @ y).item() / denominator) if denominator > 0 else float("nan")
 
 
-def _export_set(out: Path, job: Job, condensed: CondensedSet, dataset: ImageDataset) -> None:
+def _export_set(out: Path, job: Job, condensed: CondensedSet, dataset: ImageDataset, key: str,
+                class_accuracy: list[float] | None = None) -> None:
+    """``sets/<method>-seed<s>``: .pt, .json (the method's metadata, its set key, the class names that the
+    .png's rows follow, θ*'s per-class test accuracy when Fig. 4 needs it) and .png; the figures read these."""
     stem = out / "sets" / f"{job.method}-seed{job.seed}"
     atomic_torch_save(condensed.state_dict(), stem.with_suffix(".pt"))
-    atomic_write_json(stem.with_suffix(".json"), condensed.metadata)
+    extra = {"theta_class_test_accuracy": class_accuracy} if class_accuracy is not None else {}
+    atomic_write_json(stem.with_suffix(".json"), {**condensed.metadata, "set_key": key,
+                                                  "class_names": list(dataset.class_names), **extra})
     save_grid(dataset.denormalize(condensed.images.cpu()), condensed.labels.cpu(),
               dataset.num_classes, stem.with_suffix(".png"))
 

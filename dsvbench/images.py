@@ -7,9 +7,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+PADDING = 2   # white pixels around every cell of a grid
+
+
 
 def save_grid(images: torch.Tensor, labels: torch.Tensor, num_classes: int, path: Path | str,
-              scale: int | None = None, padding: int = 2) -> Path:
+              scale: int | None = None, padding: int = PADDING) -> Path:
     """Write ``images`` (K×C×H×W in [0, 1] after denormalization) as a class-per-row grid.
 
     Small images are upscaled (nearest) so that each cell is at least 64 px wide.
@@ -35,3 +38,12 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, num_classes: int, path
     Image.fromarray(canvas).save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+def class_rows(path: Path | str, num_classes: int, padding: int = PADDING) -> list[np.ndarray]:
+    """The inverse of :func:`save_grid`: the grid in ``path`` cut into its ``num_classes`` rows
+    (H×W×3 uint8, the cells of one class side by side, outer padding removed)."""
+    canvas = np.asarray(Image.open(path).convert("RGB"))
+    cell_h = (canvas.shape[0] - padding) // num_classes
+    return [canvas[padding + c * cell_h: (c + 1) * cell_h, padding:canvas.shape[1] - padding]
+            for c in range(num_classes)]
