@@ -3,4 +3,5 @@ import sys
 
 from dsvbench.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":   # --backend dask spawns worker processes, which import this file again
+    sys.exit(main())

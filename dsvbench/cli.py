@@ -5,6 +5,7 @@ Bad input is one line on stderr and exit code 2, checked before any work starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import importlib.util
 import json
@@ -68,9 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--herding-features", choices=["pretrained", "random-init", "pixels"],
         help="feature space for herding (shortcut for --set herding.features=...)")
     add("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    add("--jobs", type=int, default=1, help="CPU: parallel workers through joblib, each column's seeds split "
-        "among them (default 1); GPU: must be 1 (one process per GPU, seeds batched inside each method)")
-    add("--backend", default="loky", help="joblib backend: loky, threading, dask, ray, ...")
+    add("--jobs", type=int, help="CPU: parallel workers through joblib, each column's seeds split "
+        "among them (default 1; with --scheduler the cluster's worker threads); GPU: must be 1 (one process "
+        "per GPU, seeds batched inside each method)")
+    add("--backend", default="loky", help="joblib backend: loky, threading, ray, ...; dask: a dask.distributed "
+        "cluster (--scheduler, else a LocalCluster of --jobs processes)")
+    add("--scheduler", metavar="ADDRESS", help="with --backend dask: the address of a running dask scheduler "
+        "(tcp://HOST:8786); its workers must see --out, --cache-dir and --data-root at the same paths")
     add("--out", help="output folder (default results/<dataset>-ipc<k>)")
     add("--cache-dir", default=".dsvbench_cache", help="cache of datasets, θ*, condensed sets")
     add("--from", dest="from_dirs", nargs="+", metavar="DIR",
@@ -125,6 +130,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides += (("herding", "features", args.herding_features),)
     _check_reference_dataset(args.reference_dataset)
     _check_backend(args.backend)
+    if args.scheduler and args.backend != "dask":
+        raise UserError(f"--scheduler applies to --backend dask only (got --backend {args.backend}); "
+                        "add --backend dask or drop --scheduler")
     like = args.reference_dataset or args.dataset
     pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs is not None else {}
     config = BenchConfig(
@@ -132,27 +140,33 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=args.evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, method_overrides=overrides,
-        device=args.device, jobs=_worker_count(args.jobs, len(methods) * len(seeds)), backend=args.backend,
+        device=args.device, jobs=_worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
+        backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset)
     # recipe overrides parse now, not halfway through the run: also those of methods not in this run
     for method in dict.fromkeys([*config.methods, *(m for m, _, _ in overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
     _check_device(config.device)
-    if config.device != "cpu" and args.jobs > 1:
+    if config.device != "cpu" and (args.jobs or 1) > 1:   # a LocalCluster too: --jobs workers on one GPU
         raise UserError(f"--jobs {args.jobs} with --device {config.device}: one process per GPU (processes "
-                        "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1")
+                        "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1 "
+                        "(on several GPUs: one dask worker per GPU and --scheduler, see the README)")
     _check_writable(Path(config.out), "--out")
     _check_writable(Path(config.cache_dir), "--cache-dir")
+    if config.scheduler:   # last: connecting takes up to cluster.CONNECT_TIMEOUT seconds
+        from .cluster import check_scheduler
+        threads = check_scheduler(config.scheduler, config.device)
+        if args.jobs is None and config.device == "cpu":   # split seed-by-seed columns over every worker
+            config = dataclasses.replace(config, jobs=_worker_count(threads, len(methods) * len(seeds), local=False))
     return config
 
 
-def _worker_count(jobs: int, tasks: int) -> int:
-    """``--jobs`` capped by the usable cores and the number of (method, seed) pairs: ``--jobs 1000``
-    must not start 1000 processes."""
+def _worker_count(jobs: int, tasks: int, local: bool = True) -> int:
+    """``--jobs`` capped by the number of (method, seed) pairs and, for processes on this machine, by
+    its usable cores: ``--jobs 1000`` must not start 1000 processes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(jobs, cores, tasks))
-
+    return max(1, min(jobs, cores if local else jobs, tasks))
 
 def _check_reference_dataset(name: str | None) -> None:
     known = [n for n in DATASETS.names() if n != "folder"]  # a folder has no defaults or paper figures

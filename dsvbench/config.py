@@ -111,6 +111,7 @@ class BenchConfig:
     device: str = "cpu"
     jobs: int = 1
     backend: str = "loky"
+    scheduler: str | None = None            # --scheduler: a dask scheduler's address (backend dask)
     out: str = "results/default"
     cache_dir: str = ".dsvbench_cache"
     reference_dataset: str | None = None    # treat the data like this dataset (defaults, paper figures)

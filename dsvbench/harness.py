@@ -356,13 +356,19 @@ def _run_task_safely(config: BenchConfig, task: Task, progress: bool, loaded=Non
         return {"task": task, "records": records, "error": None}
     except Exception as error:  # noqa: BLE001 - reported per task, others continue
         message = f"{type(error).__name__}: {error}".splitlines()[0]
-        try:
-            for job in task.jobs:
-                atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed,
-                                                           "error": message, "traceback": traceback.format_exc()})
-        except OSError as write_error:   # e.g. --out made read-only mid-run: said, not a traceback
-            message += f" (and its failure record could not be written: {write_error.strerror or write_error})"
-        return {"task": task, "records": [], "error": message}
+        return {"task": task, "records": [], "error": write_failures(out, task, message, traceback.format_exc())}
+
+
+def write_failures(out: Path, task: Task, message: str, trace: str) -> str:
+    """A failure record per seed of ``task`` (the rerun redoes them); returns ``message``, extended
+    when the records cannot be written."""
+    try:
+        for job in task.jobs:
+            atomic_write_json(failure_path(out, job), {"method": job.method, "seed": job.seed,
+                                                       "error": message, "traceback": trace})
+    except OSError as write_error:   # e.g. --out made read-only mid-run: said, not a traceback
+        message += f" (and its failure record could not be written: {write_error.strerror or write_error})"
+    return message
 
 
 def run(config: BenchConfig, progress: bool = True,
@@ -370,19 +376,34 @@ def run(config: BenchConfig, progress: bool = True,
     """Run every pending task; returns one outcome per task ({task, records, error})."""
     loaded = loaded or prepare(config, progress)
     tasks = plan(config)
-    if config.jobs == 1:
+    if config.jobs == 1 and config.backend != "dask":
         outcomes = []
         for task in tasks:
             outcomes.append(_run_task_safely(config, task, progress, loaded))
             _announce(outcomes[-1])
         return outcomes
-    threads = max(1, torch.get_num_threads() // config.jobs)
-    parallel = Parallel(n_jobs=config.jobs, backend=config.backend, return_as="generator_unordered")
+    if config.backend == "dask":   # an existing scheduler, or a LocalCluster of --jobs processes
+        from .cluster import run_tasks
+        finished = run_tasks(config, tasks)
+    else:
+        threads = max(1, torch.get_num_threads() // config.jobs)
+        finished = _parallel(config)(delayed(_worker)(config, task, threads) for task in tasks)
     outcomes = []
-    for outcome in parallel(delayed(_worker)(config, task, threads) for task in tasks):
+    for outcome in finished:
         outcomes.append(outcome)
         _announce(outcome)
     return outcomes
+
+
+def _parallel(config: BenchConfig) -> Parallel:
+    """Outcomes as each task finishes; a backend that cannot yield them (ray's, multiprocessing) gives
+    them all at the end — its workers still write every record as soon as it exists."""
+    try:
+        return Parallel(n_jobs=config.jobs, backend=config.backend, return_as="generator_unordered")
+    except ValueError as error:
+        if "does not support return_as" not in str(error):
+            raise
+        return Parallel(n_jobs=config.jobs, backend=config.backend, return_as="list")
 
 
 def _worker(config: BenchConfig, task: Task, threads: int) -> dict[str, Any]:
