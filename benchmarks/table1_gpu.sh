@@ -12,6 +12,8 @@
 #            use a fresh one per budget: the final table renders every record in $OUT/run
 #   CACHE    dataset tensors, θ*, condensed sets (default $OUT/cache)
 #   PYTHON   interpreter (default python3)
+#   PRECISION  --eval-precision of retraining and test evaluation (default fp32, exact; tf32 or
+#            bf16 trade the last digits for speed on a GPU, stored in every record)
 #
 # Phases: θ* + random/herding/forgetting, then dsvg, dsvs, dc, dd, each its own run into the
 # same --out and --cache-dir (a timeout in one keeps the others; rerunning resumes from the
@@ -130,7 +132,8 @@ else
     SEEDS=5
     declare -A SETS=()
 fi
-COMMON=("${DATA[@]}" --seeds "$SEEDS" --jobs 1 --quiet --out "$OUT/run" --cache-dir "$CACHE")
+COMMON=("${DATA[@]}" --seeds "$SEEDS" --jobs 1 --quiet --out "$OUT/run" --cache-dir "$CACHE"
+        --eval-precision "${PRECISION:-fp32}")
 
 run_phase coreset "${PY[@]}" run_bench.py "${COMMON[@]}" --methods random herding forgetting
 for method in dsvg dsvs dc dd; do

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import BenchConfig, DataConfig, PretrainRecipe, to_dict
+from .config import PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
 from .harness import method_recipe, needs_pretrained, prepare, provenance, run
 from .methods import METHODS, load_methods
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
              "version (per-parameter L1, output-margin stationarity, all parameters of a norm-free θ*, "
              "α_x 2e-3, retraining with Adam 1e-4); --set overrides it")
     add("--eval-epochs", type=int, help="retraining epochs (reduced budget; default: the recipe's)")
+    add("--eval-precision", choices=list(PRECISIONS), default="fp32",
+        help="arithmetic of retraining and test evaluation: fp32 (default, exact), tf32 (CUDA: TF32 + cuDNN "
+             "autotuning), bf16 (bfloat16 autocast); stored in every record's eval recipe")
     add("--pretrain-epochs", type=int, help="epochs of θ* pretraining (default: per dataset)")
     add("--set", dest="overrides", action="append", default=[], metavar="METHOD.FIELD=VALUE",
         help="override a method recipe field, e.g. --set dc.iterations=200 (repeatable)")
@@ -130,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides += (("herding", "features", args.herding_features),)
     _check_reference_dataset(args.reference_dataset)
     _check_backend(args.backend)
+    if args.eval_precision == "tf32" and not str(args.device).startswith("cuda"):
+        raise UserError(f"--eval-precision tf32 needs a CUDA device (got --device {args.device}); "
+                        "on other devices it would be fp32 under another name")
     if args.scheduler and args.backend != "dask":
         raise UserError(f"--scheduler applies to --backend dask only (got --backend {args.backend}); "
                         "add --backend dask or drop --scheduler")
@@ -139,7 +145,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
         eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=args.evals_per_set,
-        eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, method_overrides=overrides,
+        eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,
+        method_overrides=overrides,
         device=args.device, jobs=_worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,

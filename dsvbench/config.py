@@ -64,9 +64,14 @@ class EvalRecipe:
     augment: str = "none"            # none | flip_crop | crop | dc | dsa
     lr_decay_at: float = 0.5         # lr x0.1 after this fraction of the epochs
     test_batch_size: int = 256
+    # Arithmetic of retraining and test evaluation (speed option, not a published setting):
+    # fp32 (default, exact); tf32 (CUDA only: TF32 matmuls/convolutions, cuDNN autotuning);
+    # bf16 (bfloat16 autocast of the forward passes, fp32 weights and optimizer; with tf32 on CUDA).
+    precision: str = "fp32"
 
 
 EVAL_RECIPES = ("dc", "dsv", "adam")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def eval_recipe(name: str, dataset: str, **overrides: Any) -> EvalRecipe:
@@ -107,6 +112,7 @@ class BenchConfig:
     evals_per_set: int = 1
     eval_recipe: str | None = None          # force one recipe on every column
     eval_epochs: int | None = None          # override the recipe's epoch count (reduced budget)
+    eval_precision: str = "fp32"            # --eval-precision: EvalRecipe.precision of every column
     method_overrides: tuple[tuple[str, str, str], ...] = ()   # (method, field, value) from --set
     device: str = "cpu"
     jobs: int = 1

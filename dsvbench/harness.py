@@ -77,6 +77,8 @@ def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str)
         overrides.update(hook() if hook else {})
     if config.eval_epochs is not None:
         overrides["epochs"] = config.eval_epochs
+    if config.eval_precision != "fp32":
+        overrides["precision"] = config.eval_precision
     # a method recipe may name its column's recipe (the DSV columns' ``retrain`` field)
     name = config.eval_recipe or getattr(recipe, "retrain", None) or spec.eval_recipe
     return eval_recipe(name, dataset_name, **overrides)

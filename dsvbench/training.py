@@ -3,6 +3,7 @@ with the ``dc`` (SGD) or ``dsv`` (SAM) recipe, and test accuracy."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -105,13 +106,43 @@ class RetrainResult:
     seconds: float
 
 
+@contextmanager
+def numeric_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """The arithmetic of :class:`EvalRecipe` ``precision`` inside the block, restored after it.
+
+    ``fp32``: unchanged (PyTorch's exact defaults).  ``tf32`` (CUDA): TF32 matmuls and
+    convolutions and cuDNN autotuning (``cudnn.benchmark``) — ~1e-3 relative error per product,
+    run-to-run algorithm choice.  ``bf16``: as ``tf32`` on CUDA, plus bfloat16 autocast of the
+    forward passes (weights, gradients and optimizer state stay fp32; the loss is computed in
+    fp32 by autocast's rules).  Only retraining and test evaluation use it — never DeepKKT's
+    stationarity, the θ* polish or a condensation method.
+    """
+    if precision == "fp32":
+        yield
+        return
+    if precision not in ("tf32", "bf16"):
+        raise ValueError(f"precision={precision!r}; valid: fp32, tf32, bf16")
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = flags
+
+
 def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
             test_labels: torch.Tensor, recipe: EvalRecipe, generator: torch.Generator) -> RetrainResult:
     """Train a fresh ``model`` on a condensed set and measure accuracy on the real test set."""
     start = time.perf_counter()
-    final_loss = train_on_set(model, images, labels, recipe, generator)
-    return RetrainResult(accuracy(model, test_images, test_labels, recipe.test_batch_size),
-                         accuracy(model, images, labels), final_loss, time.perf_counter() - start)
+    with numeric_precision(recipe.precision, images.device):
+        final_loss = train_on_set(model, images, labels, recipe, generator)
+        test = accuracy(model, test_images, test_labels, recipe.test_batch_size)
+        train = accuracy(model, images, labels)
+    return RetrainResult(test, train, final_loss, time.perf_counter() - start)
 
 
 def retrain_population(models: list[nn.Module], generators: list[torch.Generator],
@@ -122,6 +153,12 @@ def retrain_population(models: list[nn.Module], generators: list[torch.Generator
     from .vectorized import evaluate_stacked, supports_stacking, train_stacked
     if not supports_stacking(models[0]):
         return [retrain(m, x, y, test_images, test_labels, recipe, g) for m, g, (x, y) in zip(models, generators, sets)]
+    with numeric_precision(recipe.precision, test_images.device):
+        return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe)
+
+
+def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe) -> list[RetrainResult]:
+    from .vectorized import evaluate_stacked, train_stacked
     results: list[RetrainResult | None] = [None] * len(models)
     for size in sorted({len(y) for _, y in sets}):
         members = [i for i, (_, y) in enumerate(sets) if len(y) == size]
