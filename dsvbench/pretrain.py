@@ -9,7 +9,9 @@ dataset fingerprint, architecture and full recipe.
 Then, for DeepKKT, a *polish* (``PretrainRecipe.polish_steps``): the last linear layer is
 re-fitted on the frozen clean features to the exact minimum of CE + wd/2·‖W, b‖², so that
 θ*'s classifier is a stationary point (Eq. 6 of the DSV paper); it is cached as a second
-stage on top of the Adam checkpoint.
+stage on top of the Adam checkpoint.  With ``PretrainRecipe.polish_params = "all"`` every
+parameter is polished instead (full-batch L-BFGS in float64 from the Adam iterate), so that Eq. 6
+can hold over all layers at λ = 1/(n·wd).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
 
 def pretrain_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> str:
     """Key of the Adam stage (the polish is cached on top of it, so changing it reuses the epochs)."""
-    adam_stage = {k: v for k, v in to_dict(recipe).items() if k != "polish_steps"}
+    adam_stage = {k: v for k, v in to_dict(recipe).items() if k not in ("polish_steps", "polish_params")}
     return config_hash(dataset.name, dataset_fingerprint(dataset), model_name, adam_stage)
 
 
@@ -72,7 +74,9 @@ def theta_key(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) ->
 
 
 def _polish_key(base_key: str, recipe: PretrainRecipe) -> str:
-    return config_hash(base_key, "polish", recipe.polish_steps, recipe.weight_decay)
+    if recipe.polish_params == "classifier":   # the key it always had
+        return config_hash(base_key, "polish", recipe.polish_steps, recipe.weight_decay)
+    return config_hash(base_key, "polish", recipe.polish_steps, recipe.weight_decay, recipe.polish_params)
 
 
 def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe,
@@ -86,6 +90,8 @@ def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRec
     base = _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics)
     if recipe.polish_steps <= 0:
         return base
+    if recipe.polish_params == "all":
+        return _load_or_polish_all(base, dataset, recipe, device)
     return _load_or_polish(base, dataset, recipe, device)
 
 
@@ -194,5 +200,52 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
     test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
     atomic_torch_save({"classifier": classifier.state_dict(), "train_accuracy": train_acc,
                        "test_accuracy": test_acc, "base_key": base.key}, path)
+    return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
+                               key=key, path=path)
+
+
+def _load_or_polish_all(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
+                        device: torch.device | str) -> Pretrained:
+    """θ* with every parameter at a stationary point of mean CE + wd/2·‖θ‖² on the clean training
+    set: full-batch L-BFGS (strong Wolfe) in float64 from the Adam iterate, at most
+    ``polish_steps`` iterations, stopping earlier once the gradient is at float64 noise."""
+    key = _polish_key(base.key, recipe)
+    path = base.path.with_name(f"{base.path.stem}-polish-all-{key}.pt")
+    model = copy.deepcopy(base.model)
+    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model, "model_polished"),
+                             "cached polished θ*", "polishing it again", map_location=device)
+             if path.exists() else None)
+    if state is not None:
+        return dataclasses.replace(base, model=model.eval(), train_accuracy=state["train_accuracy"],
+                                   test_accuracy=state["test_accuracy"], key=key, path=path)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError("polish_params=all needs a model without batch norm (its full-batch loss "
+                         "depends on the batch statistics)")
+    wide = copy.deepcopy(base.model).double().eval()
+    train_x = dataset.train_x.to(device).double()
+    labels = dataset.train_y.to(device)
+    params = [p for p in wide.parameters() if p.requires_grad]
+    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=recipe.polish_steps, max_eval=2 * recipe.polish_steps,
+                                  history_size=50, tolerance_grad=1e-12, tolerance_change=1e-15,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = sum(F.cross_entropy(wide(x), y, reduction="sum") for x, y in
+                   zip(train_x.split(2048), labels.split(2048))) / len(labels)
+        loss = loss + 0.5 * recipe.weight_decay * sum(p.square().sum() for p in params)
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        for target, source in zip(model.parameters(), wide.parameters()):
+            target.copy_(source.to(target.dtype))
+    model.eval()
+    train_acc = accuracy(model, dataset.train_x.to(device), labels)
+    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    atomic_torch_save({"model_polished": model.state_dict(), "train_accuracy": train_acc,
+                       "test_accuracy": test_acc, "base_key": base.key,
+                       "lbfgs_iterations": int(optimizer.state[params[0]].get("n_iter", 0))}, path)
     return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
                                key=key, path=path)

@@ -245,3 +245,13 @@ def test_margin_objective_in_closed_form_equals_autograd():
     torch.testing.assert_close(got.grad_inputs, want.grad_inputs, rtol=1e-8, atol=1e-12)
     # the margin's gradient is not the loss's
     assert not torch.allclose(got.grad_lam, DeepKKT(tiny_model(steps=10), "classifier").kkt(x, y, lam).grad_lam)
+
+
+def test_theta_polish_fields_reach_the_pretraining_recipe_of_the_methods_own_theta():
+    from dsvbench.config import PretrainRecipe
+    from dsvbench.methods.deepkkt import KKTRecipe
+    assert KKTRecipe(theta_model="convnet_dsv").pretrained_spec() == ("convnet_dsv", {"weight_decay": 5e-3})
+    model, overrides = KKTRecipe(theta_model="convnet_dsv", theta_epochs=100, theta_polish="all",
+                                 theta_polish_steps=1500).pretrained_spec()
+    recipe = PretrainRecipe.for_dataset("digits", **overrides)
+    assert model == "convnet_dsv" and (recipe.polish_params, recipe.polish_steps, recipe.epochs) == ("all", 1500, 100)

@@ -256,6 +256,10 @@ def test_garbage_record_is_recomputed_and_the_table_survives(capsys, tmp_path):
     (["--set", "dsvg.steps=0"], "dsvg.steps must be >= 1, got 0"),          # was: scored 3.7 %
     (["--set", "dsvs.params=nope"], "params='nope' is not valid"),          # KKT recipes are checked too
     (["--set", "dsvg.lowres_steps=9000"], "dsvg.lowres_steps must be in [0, steps=4000]"),
+    (["--set", "dsvg.theta_model=convnet_dsv", "--set", "dsvg.theta_polish=conv"], "theta_polish='conv' is not valid"),
+    (["--set", "dsvs.theta_polish=all"], "theta_polish / theta_polish_steps set the method's own θ*"),
+    (["--set", "dsvs.theta_model=convnet_dsv", "--set", "dsvs.theta_polish_steps=-1"],
+     "theta_polish_steps must be >= 0, got -1"),
 ])
 def test_bad_input_is_one_line_exit_2_before_any_work(capsys, tmp_path, argv, expected):
     code, _, err = run_cli(capsys, *FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),

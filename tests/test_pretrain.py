@@ -74,3 +74,32 @@ def test_polish_makes_the_classifier_stationary_and_is_cached_on_top(tiny_datase
     monkeypatch.setattr(pretrain_module, "_pretrain", lambda *a, **k: pytest.fail("retrained"))
     again = load_or_pretrain(tiny_dataset, "convnet_tiny", polished_recipe, tmp_path, "cpu", progress=False)
     assert torch.equal(again.model.classifier.weight, polished.model.classifier.weight)
+
+
+def test_all_layer_polish_makes_every_parameter_stationary_and_has_its_own_key(tiny_dataset, tmp_path,
+                                                                                monkeypatch):
+    """polish_params=all: Eq. 6 over all of θ* at λ = 1/(n·wd), far closer than Adam's iterate."""
+    from dsvbench.methods.deepkkt import DeepKKT
+    from dsvbench.pretrain import theta_key
+    classifier_recipe = dataclasses.replace(RECIPE, polish_steps=300)
+    all_recipe = dataclasses.replace(classifier_recipe, polish_params="all")
+    base = load_or_pretrain(tiny_dataset, "convnet_dsv", RECIPE, tmp_path, "cpu", progress=False)
+    polished = load_or_pretrain(tiny_dataset, "convnet_dsv", all_recipe, tmp_path, "cpu", progress=False)
+    keys = {base.key, theta_key(tiny_dataset, "convnet_dsv", classifier_recipe), polished.key}
+    assert len(keys) == 3 and polished.key == theta_key(tiny_dataset, "convnet_dsv", all_recipe)
+    assert pretrain_key(tiny_dataset, "convnet_dsv", all_recipe) == base.key   # the Adam stage is shared
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    lam = torch.full((len(y),), 1.0 / (len(y) * RECIPE.weight_decay))
+
+    def residual(model):
+        return DeepKKT(model, params="all").residuals(x, y, lam)["residual_l1_all"]
+    before, after = residual(base.model), residual(polished.model)
+    assert after < 0.05 and after < before / 10, (before, after)
+    # the conv layers moved too (not only the classifier), dynamics kept, a second call loads it
+    assert not torch.equal(base.model.body[0].weight, polished.model.body[0].weight)
+    assert torch.equal(polished.dynamics, base.dynamics)
+    monkeypatch.setattr(torch.optim, "LBFGS", lambda *a, **k: pytest.fail("polished again"))
+    again = load_or_pretrain(tiny_dataset, "convnet_dsv", all_recipe, tmp_path, "cpu", progress=False)
+    assert torch.equal(again.model.body[0].weight, polished.model.body[0].weight)
+    with pytest.raises(ValueError, match="polish_params"):
+        PretrainRecipe(polish_params="conv")

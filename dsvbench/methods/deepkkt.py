@@ -43,6 +43,7 @@ from torch.func import functional_call
 
 from .. import pergroup
 from ..augment import manifold_apply, manifold_draw
+from ..config import POLISH_PARAMS
 from .base import MethodFailed
 
 PARAM_SETS = ("all", "sensitive", "classifier")
@@ -362,6 +363,9 @@ class KKTRecipe:
     theta_model: str = "run"         # "run" = the run's --model θ* | a registry name, e.g. convnet_dsv
     theta_epochs: int = 0            # Adam epochs of that θ* (0 = the dataset's default)
     theta_weight_decay: float = 5e-3 # paper, Appendix B
+    theta_polish: str = "classifier" # stationarity polish of that θ*: classifier | all (every layer,
+                                     # full-batch L-BFGS; PretrainRecipe.polish_params)
+    theta_polish_steps: int = 0      # its L-BFGS iterations at most (0 = the recipe's polish_steps)
     retrain: str = "dsv"             # the column's retraining recipe: dsv (SAM, the seed) | adam (NeurIPS)
 
     def __post_init__(self) -> None:
@@ -377,6 +381,11 @@ class KKTRecipe:
         if self.theta_model != "run" and self.theta_model not in MODELS:
             raise UserError(f"theta_model={self.theta_model!r}: not a registered model (or 'run'); "
                             f"known: {', '.join(MODELS.names())}")
+        if self.theta_polish not in POLISH_PARAMS:
+            raise UserError(f"theta_polish={self.theta_polish!r} is not valid; choose one of: {', '.join(POLISH_PARAMS)}")
+        if self.theta_model == "run" and (self.theta_polish != "classifier" or self.theta_polish_steps):
+            raise UserError("theta_polish / theta_polish_steps set the method's own θ*: name it with "
+                            "theta_model (e.g. convnet_dsv); the run's θ* keeps the run's recipe")
         if self.lambda_scale not in ("fit", "norm"):
             try:
                 if not float(self.lambda_scale) > 0:
@@ -389,7 +398,7 @@ class KKTRecipe:
         for name in ("alpha_lambda", "chunk", "history_points"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("rescale_every", "theta_epochs"):
+        for name in ("rescale_every", "theta_epochs", "theta_polish_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -400,6 +409,10 @@ class KKTRecipe:
         overrides = {"weight_decay": self.theta_weight_decay}
         if self.theta_epochs > 0:
             overrides["epochs"] = self.theta_epochs
+        if self.theta_polish != "classifier":
+            overrides["polish_params"] = self.theta_polish
+        if self.theta_polish_steps > 0:
+            overrides["polish_steps"] = self.theta_polish_steps
         return self.theta_model, overrides
     aug_flip: bool = True            # off on digit datasets (recipe_defaults)
     aug_shift: float = 0.125         # translation, fraction of the size (choice)
