@@ -24,6 +24,7 @@ from . import __version__
 from .config import PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
 from .harness import method_recipe, needs_pretrained, prepare, provenance, run
+from .fulldata import full_data_accuracies, load_full_data
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .plan import Plan, resolve
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render stored run(s) instead of running; several are merged into --out (a new folder)")
     add("--in-place", action="store_true", help="with --from: allow writing the outputs into an input folder "
         "(the first one when --out is not given)")
+    add("--replay", metavar="RUN_JSON", help="re-run exactly the configuration a run recorded in its run.json "
+        "(recipes, seeds, budgets, data) into a new --out; only --out, --device, --jobs, --backend, --scheduler, "
+        "--cache-dir and --quiet may be given with it")
+    add("--scores", action="store_true", help="also train the retrained architecture on the whole training set "
+        "(each column's recipe, per seed; cached) for DD-Ranking's HLR and DDRS rows; IOR needs no extra training")
+    add("--ddrs-weight", type=float, metavar="W", help="weight w of IOR against HLR in DDRS (default 0.5, "
+        "DD-Ranking's); with --from: re-scores the stored runs")
     add("--list-methods", action="store_true", help="list registered methods and exit")
     add("--list-models", action="store_true", help="list registered models and exit")
     add("--list-datasets", action="store_true", help="list dataset readers and exit")
@@ -151,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset)
+    config = dataclasses.replace(config, scores=args.scores, ddrs_weight=ddrs_weight(args))
     # recipe overrides parse now, not halfway through the run: also those of methods not in this run
     for method in dict.fromkeys([*config.methods, *(m for m, _, _ in overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
@@ -174,6 +183,17 @@ def _worker_count(jobs: int, tasks: int, local: bool = True) -> int:
     its usable cores: ``--jobs 1000`` must not start 1000 processes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(jobs, cores if local else jobs, tasks))
+
+
+def ddrs_weight(args: argparse.Namespace) -> float:
+    """``--ddrs-weight`` (default 0.5), in [0, 1]; in a run it needs ``--scores`` (DDRS needs full data)."""
+    weight = 0.5 if args.ddrs_weight is None else args.ddrs_weight
+    if not 0.0 <= weight <= 1.0:
+        raise UserError(f"--ddrs-weight {weight:g}: w weighs IOR against HLR and must lie in [0, 1]")
+    if args.ddrs_weight is not None and not args.scores and not args.from_dirs:
+        raise UserError("--ddrs-weight: DDRS needs the full-data accuracy, add --scores")
+    return weight
+
 
 def _check_reference_dataset(name: str | None) -> None:
     known = [n for n in DATASETS.names() if n != "folder"]  # a folder has no defaults or paper figures
@@ -251,7 +271,7 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
-def run_info(plan: Plan, started: float, pretrained: Any) -> dict[str, Any]:
+def run_info(plan: Plan, started: float, pretrained: Any, dataset: Any = None) -> dict[str, Any]:
     config = plan.config
     return {
         "config": to_dict(config), "command": sys.argv,
@@ -266,9 +286,19 @@ def run_info(plan: Plan, started: float, pretrained: Any) -> dict[str, Any]:
                      "numpy": np.__version__},
         **{k: v for k, v in provenance().items() if k != "dsvbench_version"},
         "device": _device_name(config.device), "host": platform.node(),
+        "torch_threads": torch.get_num_threads(), "cwd": os.getcwd(), "dataset": _dataset_info(dataset),
         "wall_seconds": time.time() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _dataset_info(dataset: Any) -> dict[str, Any] | None:
+    """The data a run read (name, content hash, split sizes): ``--replay`` checks it reads the same."""
+    if dataset is None:
+        return None
+    from .pretrain import dataset_fingerprint
+    return {"name": dataset.name, "fingerprint": dataset_fingerprint(dataset), "train": len(dataset.train_y),
+            "test": len(dataset.test_y)}
 
 
 def _device_name(device: str) -> str:
@@ -301,6 +331,7 @@ def budget_notes(config: BenchConfig) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input, 130 Ctrl-C)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # --replay: which flags were given
     try:
         return _main(args)
     except UserError as error:
@@ -324,15 +355,24 @@ def _main(args: argparse.Namespace) -> int:
         if args.list_datasets:
             print("\n".join(DATASETS.names()))
         return 0
+    if args.replay and args.from_dirs:
+        raise UserError("--replay and --from: one at a time (--from re-renders stored records, --replay runs again)")
     if args.from_dirs:
         return _rerender(args)
     if args.in_place:
         raise UserError("--in-place only applies to --from (a run writes into --out anyway)")
     started = time.time()
-    config = config_from_args(args)
+    replayed = None
+    if args.replay:   # the configuration a run recorded (dsvbench.replay), checked like one from flags
+        from .replay import replay_config
+        config, replayed = replay_config(args)
+    else:
+        config = config_from_args(args)
     plan = resolve(config)
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())
+    if replayed is not None:
+        replayed.check(plan, dataset)   # same data, θ* and set keys as recorded, else a warning line each
     _print_config(plan)
     dataset, pretrained = prepare(config, progress=not args.quiet, dataset=dataset)
     if pretrained is not None:
@@ -342,8 +382,12 @@ def _main(args: argparse.Namespace) -> int:
     outcomes = run(config, progress=not args.quiet, loaded=(dataset, pretrained))
     records = select_records(load_records(config.out), plan.record_keys(dataset), config.evals_per_set)
     notes = budget_notes(config) + table_notes(records)
-    summary = write_outputs(config.out, records, run_info(plan, started, pretrained), notes,
-                            config.reference_dataset)
+    full_data = full_data_accuracies(plan, dataset, not args.quiet) if config.scores and records else []
+    info = run_info(plan, started, pretrained, dataset)
+    if replayed is not None:
+        info["replayed_from"] = str(replayed.path)
+    summary = write_outputs(config.out, records, info, notes, config.reference_dataset, full_data=full_data,
+                            ddrs_weight=config.ddrs_weight)
     if not summary.empty:
         print(render_text(summary, notes))
         render_report(config.out, summary, records, [config.out])   # figures/ and report.html
@@ -388,7 +432,9 @@ def _rerender(args: argparse.Namespace) -> int:
     notes += table_notes(records)  # recomputed: merged runs may come from different code and recipes
     reference = args.reference_dataset or (info.get("config", {}).get("reference_dataset"))
     info.update(rendered_from=list(args.from_dirs), left_out=left_out)
-    summary = write_outputs(out, records, info, notes, reference)
+    weight = ddrs_weight(args) if args.ddrs_weight is not None else info.get("config", {}).get("ddrs_weight", 0.5)
+    summary = write_outputs(out, records, info, notes, reference, full_data=load_full_data(args.from_dirs),
+                            ddrs_weight=weight)
     print(render_text(summary, notes))
     render_report(out, summary, records, args.from_dirs)   # figures/ and report.html, from the stored sets
     for failure in sum((load_failures(f) for f in args.from_dirs), []):

@@ -136,6 +136,8 @@ class BenchConfig:
     cache_dir: str = ".dsvbench_cache"
     reference_dataset: str | None = None    # treat the data like this dataset (defaults, paper figures)
     preset: str = "seed"                    # DSV recipe preset (--preset): seed | neurips
+    scores: bool = False                    # --scores: full-data accuracy per seed and recipe, for HLR / DDRS
+    ddrs_weight: float = 0.5                # --ddrs-weight: w of DD-Ranking's score (dsvbench.scores)
 
     @property
     def defaults_dataset(self) -> str:

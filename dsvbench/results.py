@@ -15,6 +15,7 @@ from tabulate import tabulate
 
 from .atomic import atomic_write_json, atomic_write_text
 from .references import reference_for, reference_rows
+from .scores import add_scores, score_lines
 
 DDOF = 0
 STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
@@ -279,6 +280,7 @@ def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                              if r["method"] in f else "–"))
         rows.append(line("retrained with", lambda r: f"{r['eval_recipe']} ({int(r['eval_epochs'])} ep)"))
         rows.append(line("models (seeds)", lambda r: f"{int(r['n'])} ({int(r['seeds'])})"))
+        rows += [line(label, cell) for label, cell in score_lines(block)]   # IOR / HLR / DDRS (dsvbench.scores)
     return header, rows
 
 
@@ -305,6 +307,7 @@ def _maybe(row: Any, name: str, fmt: str) -> str:
 
 
 def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    notes = [*notes, *summary.attrs.get("notes", [])]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     parts = [tabulate(rows, header, tablefmt="simple"), "", tabulate(drows, dheader, tablefmt="simple"),
@@ -313,6 +316,7 @@ def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    notes = [*notes, *summary.attrs.get("notes", [])]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     notes_md = "".join(f"\n- {n}" for n in (STD_NOTE, *notes))
@@ -348,6 +352,10 @@ def render_latex(summary: pd.DataFrame) -> str:
             also = [_cell(*figures[by_method.loc[m, "method"]][:2], 2).replace("±", r"$\pm$")
                     if m in by_method.index and by_method.loc[m, "method"] in figures else "--" for m in methods]
             lines.append(rf"\quad {_tex(label)} & " + " & ".join(also) + r" \\")
+        for label, cell in score_lines(block):
+            lines.append(rf"\quad {_tex(label)} & " + " & ".join(
+                cell(by_method.loc[m]) if m in by_method.index else "" for m in methods).replace("±", r"$\pm$").replace(
+                "–", "--") + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -357,16 +365,20 @@ def _tex(text: Any) -> str:
 
 
 def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict[str, Any],
-                  notes: list[str] = (), reference_dataset: str | None = None) -> pd.DataFrame:
-    """Write results.csv, summary.csv, table.md, table.tex and run.json into ``out``."""
+                  notes: list[str] = (), reference_dataset: str | None = None,
+                  full_data: list[dict[str, Any]] | None = None, ddrs_weight: float = 0.5) -> pd.DataFrame:
+    """Write results.csv, summary.csv, table.md, table.tex and run.json into ``out``; the summary carries
+    the DD-Ranking scores (:func:`dsvbench.scores.add_scores`, their notes in ``summary.attrs``)."""
     out = Path(out)
     summary = summarize(records, reference_dataset)
     if summary.empty:
         return summary
+    summary, score_notes = add_scores(summary, records, full_data or [], ddrs_weight)
+    summary.attrs["notes"] = score_notes
     atomic_write_text(out / "results.csv", pd.DataFrame(records).sort_values(
         ["method", "seed", "eval_index"]).to_csv(index=False))
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "table.md", render_markdown(summary, notes))
     atomic_write_text(out / "table.tex", render_latex(summary))
-    atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "std": STD_NOTE})
+    atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "score_notes": score_notes, "std": STD_NOTE})
     return summary
