@@ -14,6 +14,7 @@ population of ``training.retrain_population`` is slower at full-data batch sizes
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,11 @@ def full_data_accuracies(plan: Any, dataset: ImageDataset, progress: bool = True
         if progress:
             print(f"full-data accuracy: training {config.retrain_model} on all {len(dataset.train_y)} training "
                   f"images for {len(missing)} (recipe, seed) pair(s) (--scores)", file=sys.stderr, flush=True)
-        parallel = config.jobs > 1 and device_of(config).type == "cpu" and len(missing) > 1
-        if parallel:
-            threads = max(1, torch.get_num_threads() // config.jobs)
-            entries = Parallel(n_jobs=min(config.jobs, len(missing)), backend="loky")(
+        # local processes, never more than this machine's cores (with --scheduler, --jobs counts the cluster's)
+        local = min(config.jobs, len(missing), os.cpu_count() or 1)
+        if local > 1 and device_of(config).type == "cpu":
+            threads = max(1, torch.get_num_threads() // local)
+            entries = Parallel(n_jobs=local, backend="loky")(
                 delayed(_worker)(config, recipe, seed, key, threads) for recipe, seed, key in missing)
         else:
             entries = [_train(config, dataset, recipe, seed, key) for recipe, seed, key in missing]
