@@ -208,7 +208,7 @@ def _train_network(net: nn.Module, optimizer: torch.optim.Optimizer, images: tor
 
 
 @register_method("dc", table_name="DC", group="synthesis", recipe=DCRecipe, eval_recipe="dc",
-                 needs_data=True, order=1, version=2,   # 2: seeds batched, per-class gradients in one pass
+                 needs_data=True, order=1, version=2, cost=30,   # 2: seeds batched, per-class gradients in one pass
                  smoke=dict(iterations=2, outer_loop=2, inner_loop=1, batch_real=8))
 def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     """Gradient matching over fresh random networks (Zhao et al. 2021, Algorithm 1)."""

@@ -118,7 +118,7 @@ def _functional_unrolled_loss(groups, raw_step_sizes, start, real_images, real_l
 
 
 @register_method("dd", table_name="DD", group="synthesis", recipe=DDRecipe, eval_recipe="dc",
-                 needs_data=True, order=0, recipe_defaults=dd_defaults, version=2,   # 2: seeds batched
+                 needs_data=True, order=0, recipe_defaults=dd_defaults, version=2, cost=17,   # 2: seeds batched
                  smoke=dict(epochs=2, batch_size=16, distill_epochs=1))
 def build_dd(ctx: BuildContext, recipe: DDRecipe) -> CondensedSet:
     """Learn images and step sizes through unrolled GD from random inits (Wang et al. 2018)."""

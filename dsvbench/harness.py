@@ -128,7 +128,9 @@ def plan(config: BenchConfig) -> list[Task]:
         split = config.jobs > 1 and device.type == "cpu" and not METHODS.get(method).batched_on(device)
         size = max(1, -(-len(config.seeds) // config.jobs)) if split else len(config.seeds)
         tasks += [Task(method, tuple(config.seeds[i:i + size])) for i in range(0, len(config.seeds), size)]
-    return sorted(tasks, key=lambda task: -len(task.seeds))   # long tasks first: better packing
+    # longest first (LPT): the workers then finish together; a seed's build estimated by its
+    # method's ``cost``, plus about half a second of retraining
+    return sorted(tasks, key=lambda task: -(METHODS.get(task.method).cost + 0.5) * len(task.seeds))
 
 
 def device_of(config: BenchConfig) -> torch.device:

@@ -138,6 +138,8 @@ class MethodSpec:
     build_many: Callable[[list[BuildContext], Any], list[CondensedSet]] | None = None
     batched_on_cpu: bool = True     # False: on the CPU the seeds are built one by one (no gain there)
     version: int = 1                # code version: bumped when the method's sets change (part of the set key)
+    cost: float = 1.0               # build seconds per seed at the default budgets (digits, one CPU
+                                    # thread, measured): only orders a run's tasks, longest first
 
     def batched_on(self, device: torch.device | str) -> bool:
         """Whether this method builds several seeds in one call on ``device``."""
@@ -199,13 +201,15 @@ METHODS: Registry[MethodSpec] = Registry("method")
 def register_method(name: str, *, table_name: str, group: str, recipe: type, eval_recipe: str,
                     needs_data: bool = False, needs_model: bool = False, needs_dynamics: bool = False,
                     order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None,
-                    smoke: dict[str, Any] | None = None, version: int = 1):
+                    smoke: dict[str, Any] | None = None, version: int = 1, cost: float = 1.0):
     """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``.
 
     ``smoke`` holds recipe values that make a build take about a second (few steps);
     the registry-wide tests build every method with them, like timm's tiny variants.
     ``version`` is the method's code version: bump it when a change to the code changes the sets
     it builds; it is part of the set key (sets the old code built are not reused) and of every record.
+    ``cost`` estimates the build seconds per seed at the default budgets (scheduling only: a run
+    starts its longest tasks first so that its workers finish together).
     """
     if group not in ("selection", "synthesis"):
         raise ValueError(f"group must be 'selection' or 'synthesis', got {group!r}")
@@ -217,7 +221,7 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
     def decorator(build):
         METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
                                      needs_model, needs_dynamics, order, recipe_defaults, dict(smoke or {}),
-                                     version=version))
+                                     version=version, cost=float(cost)))
         return build
     return decorator
 

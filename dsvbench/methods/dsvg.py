@@ -68,7 +68,7 @@ def recipe_defaults(dataset: str) -> dict:
 
 
 @register_method("dsvg", table_name="DSVg", group="synthesis", recipe=DSVgRecipe, eval_recipe="dsv",
-                 needs_model=True, order=2, recipe_defaults=recipe_defaults, version=2,  # 2: seeds batched
+                 needs_model=True, order=2, recipe_defaults=recipe_defaults, version=2, cost=16,  # 2: seeds batched
                  smoke={"candidates_per_class": 3, "steps": 4, "lowres_steps": 2})
 def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:
     return build_dsvg_many([ctx], recipe)[0]

@@ -58,7 +58,7 @@ def recipe_defaults(dataset: str) -> dict:
 
 @register_method("dsvs", table_name="DSVs", group="selection", recipe=DSVsRecipe, eval_recipe="dsv",
                  needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
-                 smoke={"pool_per_class": 4, "steps": 3, "correct_only": False}, version=2)  # 2: seeds batched
+                 smoke={"pool_per_class": 4, "steps": 3, "correct_only": False}, version=2, cost=4.5)  # 2: seeds batched
 def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
     return build_dsvs_many([ctx], recipe)[0]
 
