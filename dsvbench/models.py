@@ -160,6 +160,11 @@ def convnet_tiny(shape: InputShape) -> nn.Module:
     return ConvNet(shape, width=8)
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` normalizes with batch statistics (its output for one example depends on the batch)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def create_model(name: str, shape: InputShape, generator: torch.Generator | None = None) -> nn.Module:
     """Build model ``name``; with ``generator`` the initialization is deterministic.
 

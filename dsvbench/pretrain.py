@@ -32,7 +32,7 @@ from .atomic import atomic_torch_save, load_cache_file
 from .augment import augment
 from .config import PretrainRecipe, config_hash, to_dict
 from .data import ImageDataset
-from .models import create_model
+from .models import create_model, has_batch_norm
 from .training import accuracy, minibatches
 
 
@@ -90,8 +90,6 @@ def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRec
     base = _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics)
     if recipe.polish_steps <= 0:
         return base
-    if recipe.polish_params == "all":
-        return _load_or_polish_all(base, dataset, recipe, device)
     return _load_or_polish(base, dataset, recipe, device)
 
 
@@ -163,16 +161,31 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
 
 def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
                     device: torch.device | str) -> Pretrained:
-    """θ* with its last linear layer at the exact minimum of CE + wd/2·‖W, b‖² on frozen features."""
+    """θ* after its stationarity polish (``recipe.polish_params``: the classifier, or every parameter),
+    cached as a second stage on top of the Adam checkpoint."""
+    whole = recipe.polish_params == "all"
     key = _polish_key(base.key, recipe)
-    path = base.path.with_name(f"{base.path.stem}-polish-{key}.pt")
+    path = base.path.with_name(f"{base.path.stem}-polish{'-all' if whole else ''}-{key}.pt")
     model = copy.deepcopy(base.model)
-    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model.classifier, "classifier"),
+    entry = "model_polished" if whole else "classifier"
+    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model if whole else model.classifier, entry),
                              "cached polished θ*", "polishing it again", map_location=device)
              if path.exists() else None)
     if state is not None:
         return dataclasses.replace(base, model=model.eval(), train_accuracy=state["train_accuracy"],
                                    test_accuracy=state["test_accuracy"], key=key, path=path)
+    polished, train_acc, extra = (_polish_all if whole else _polish_classifier)(model, dataset, recipe, device)
+    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    atomic_torch_save({entry: polished.state_dict(), "train_accuracy": train_acc, "test_accuracy": test_acc,
+                       "base_key": base.key, **extra}, path)
+    return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
+                               key=key, path=path)
+
+
+def _polish_classifier(model: nn.Module, dataset: ImageDataset, recipe: PretrainRecipe,
+                       device: torch.device | str) -> tuple[nn.Module, float, dict]:
+    """The last linear layer, in place, at the exact minimum of CE + wd/2·‖W, b‖² on frozen features;
+    returns (the classifier, train accuracy, {})."""
     classifier = getattr(model, "classifier", None)
     if not isinstance(classifier, nn.Linear) or not hasattr(model, "features"):
         raise ValueError("polish_steps needs a model with .features() and a Linear .classifier; "
@@ -197,31 +210,19 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
         p.grad = None
     with torch.no_grad():
         train_acc = 100.0 * float((classifier(feats).argmax(1) == labels).float().mean())
-    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
-    atomic_torch_save({"classifier": classifier.state_dict(), "train_accuracy": train_acc,
-                       "test_accuracy": test_acc, "base_key": base.key}, path)
-    return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
-                               key=key, path=path)
+    return classifier, train_acc, {}
 
 
-def _load_or_polish_all(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
-                        device: torch.device | str) -> Pretrained:
-    """θ* with every parameter at a stationary point of mean CE + wd/2·‖θ‖² on the clean training
-    set: full-batch L-BFGS (strong Wolfe) in float64 from the Adam iterate, at most
-    ``polish_steps`` iterations, stopping earlier once the gradient is at float64 noise."""
-    key = _polish_key(base.key, recipe)
-    path = base.path.with_name(f"{base.path.stem}-polish-all-{key}.pt")
-    model = copy.deepcopy(base.model)
-    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model, "model_polished"),
-                             "cached polished θ*", "polishing it again", map_location=device)
-             if path.exists() else None)
-    if state is not None:
-        return dataclasses.replace(base, model=model.eval(), train_accuracy=state["train_accuracy"],
-                                   test_accuracy=state["test_accuracy"], key=key, path=path)
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+def _polish_all(model: nn.Module, dataset: ImageDataset, recipe: PretrainRecipe,
+                device: torch.device | str) -> tuple[nn.Module, float, dict]:
+    """Every parameter, in place, at a stationary point of mean CE + wd/2·‖θ‖² on the clean training
+    set: full-batch L-BFGS (strong Wolfe) in float64 from the Adam iterate, at most ``polish_steps``
+    iterations, stopping earlier once the gradient is at float64 noise; returns (the model, train
+    accuracy, the iteration count)."""
+    if has_batch_norm(model):
         raise ValueError("polish_params=all needs a model without batch norm (its full-batch loss "
                          "depends on the batch statistics)")
-    wide = copy.deepcopy(base.model).double().eval()
+    wide = copy.deepcopy(model).double().eval()
     train_x = dataset.train_x.to(device).double()
     labels = dataset.train_y.to(device)
     params = [p for p in wide.parameters() if p.requires_grad]
@@ -243,9 +244,4 @@ def _load_or_polish_all(base: Pretrained, dataset: ImageDataset, recipe: Pretrai
             target.copy_(source.to(target.dtype))
     model.eval()
     train_acc = accuracy(model, dataset.train_x.to(device), labels)
-    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
-    atomic_torch_save({"model_polished": model.state_dict(), "train_accuracy": train_acc,
-                       "test_accuracy": test_acc, "base_key": base.key,
-                       "lbfgs_iterations": int(optimizer.state[params[0]].get("n_iter", 0))}, path)
-    return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
-                               key=key, path=path)
+    return model, train_acc, {"lbfgs_iterations": int(optimizer.state[params[0]].get("n_iter", 0))}

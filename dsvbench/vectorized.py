@@ -20,12 +20,13 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .augment import apply, draw, merge
 from .config import EvalRecipe
+from .models import has_batch_norm
 
 Stacked = dict[str, torch.Tensor]
 
 
 def supports_stacking(model: nn.Module) -> bool:
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return not has_batch_norm(model)
 
 
 def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Tensor],
