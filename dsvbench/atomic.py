@@ -16,6 +16,16 @@ from typing import Any, Callable, TypeVar
 import torch
 
 
+def read_json_object(path: Path | str) -> dict[str, Any] | None:
+    """The JSON object stored in ``path``; None when the file is missing, unreadable, not JSON or
+    not an object (callers say so in their own words, or treat it as absent)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _atomic_write(path: Path | str, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import difflib
 import importlib.util
-import json
 import os
 import platform
 import sys
@@ -21,9 +20,10 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import read_json_object
 from .config import PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .harness import method_recipe, needs_pretrained, prepare, provenance, run
+from .harness import method_recipe, needs_pretrained, prepare, provenance, run, usable_cores
 from .fulldata import full_data_accuracies, load_full_data
 from .methods import METHODS, load_methods
 from .models import MODELS
@@ -122,10 +122,6 @@ def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate names and numbers and build the frozen config (no data is read here)."""
     load_methods()
-    DATASETS.get(args.dataset)
-    MODELS.get(args.model)
-    if args.eval_model:
-        MODELS.get(args.eval_model)
     methods = (sorted(METHODS.names(), key=lambda m: (METHODS.get(m).group != "selection", METHODS.get(m).order))
                if args.methods == ["all"] else args.methods)
     for method in methods:
@@ -139,14 +135,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     overrides = preset_overrides(args.preset, methods) + parse_overrides(args.overrides)
     if args.herding_features:
         overrides += (("herding", "features", args.herding_features),)
-    _check_reference_dataset(args.reference_dataset)
-    _check_backend(args.backend)
-    if args.eval_precision == "tf32" and not str(args.device).startswith("cuda"):
-        raise UserError(f"--eval-precision tf32 needs a CUDA device (got --device {args.device}); "
-                        "on other devices it would be fp32 under another name")
-    if args.scheduler and args.backend != "dask":
-        raise UserError(f"--scheduler applies to --backend dask only (got --backend {args.backend}); "
-                        "add --backend dask or drop --scheduler")
     like = args.reference_dataset or args.dataset
     pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs is not None else {}
     config = BenchConfig(
@@ -158,14 +146,34 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         device=args.device, jobs=_worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
-        reference_dataset=args.reference_dataset, preset=args.preset)
-    config = dataclasses.replace(config, scores=args.scores, ddrs_weight=ddrs_weight(args))
+        reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,
+        ddrs_weight=ddrs_weight(args))
+    return check_config(config, args.jobs)
+
+
+def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig:
+    """The checks of a built configuration, shared by flags and ``--replay``, before any work: names,
+    every recipe override, backend / scheduler / device / precision, writable folders.  With a
+    scheduler and no ``jobs_requested``, ``jobs`` becomes the cluster's worker threads."""
+    load_methods()
+    DATASETS.get(config.data.name)
+    for model in (config.model, config.eval_model):
+        if model:
+            MODELS.get(model)
+    _check_reference_dataset(config.reference_dataset)
+    _check_backend(config.backend)
+    if config.eval_precision == "tf32" and not str(config.device).startswith("cuda"):
+        raise UserError(f"--eval-precision tf32 needs a CUDA device (got --device {config.device}); "
+                        "on other devices it would be fp32 under another name")
+    if config.scheduler and config.backend != "dask":
+        raise UserError(f"--scheduler applies to --backend dask only (got --backend {config.backend}); "
+                        "add --backend dask or drop --scheduler")
     # recipe overrides parse now, not halfway through the run: also those of methods not in this run
-    for method in dict.fromkeys([*config.methods, *(m for m, _, _ in overrides)]):
+    for method in dict.fromkeys([*config.methods, *(m for m, _, _ in config.method_overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
     _check_device(config.device)
-    if config.device != "cpu" and (args.jobs or 1) > 1:   # a LocalCluster too: --jobs workers on one GPU
-        raise UserError(f"--jobs {args.jobs} with --device {config.device}: one process per GPU (processes "
+    if config.device != "cpu" and (jobs_requested or 1) > 1:   # a LocalCluster too: --jobs workers on one GPU
+        raise UserError(f"--jobs {jobs_requested} with --device {config.device}: one process per GPU (processes "
                         "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1 "
                         "(on several GPUs: one dask worker per GPU and --scheduler, see the README)")
     _check_writable(Path(config.out), "--out")
@@ -173,16 +181,16 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if config.scheduler:   # last: connecting takes up to cluster.CONNECT_TIMEOUT seconds
         from .cluster import check_scheduler
         threads = check_scheduler(config.scheduler, config.device)
-        if args.jobs is None and config.device == "cpu":   # split seed-by-seed columns over every worker
-            config = dataclasses.replace(config, jobs=_worker_count(threads, len(methods) * len(seeds), local=False))
+        if jobs_requested is None and config.device == "cpu":   # split seed-by-seed columns over every worker
+            tasks = len(config.methods) * len(config.seeds)
+            config = dataclasses.replace(config, jobs=_worker_count(threads, tasks, local=False))
     return config
 
 
 def _worker_count(jobs: int, tasks: int, local: bool = True) -> int:
     """``--jobs`` capped by the number of (method, seed) pairs and, for processes on this machine, by
     its usable cores: ``--jobs 1000`` must not start 1000 processes."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(jobs, cores if local else jobs, tasks))
+    return max(1, min(jobs, usable_cores() if local else jobs, tasks))
 
 
 def ddrs_weight(args: argparse.Namespace) -> float:
@@ -457,11 +465,8 @@ def _read_run_json(path: Path) -> dict[str, Any] | None:
     """A run's ``run.json`` (notes, config), None when absent or unreadable (said in one line)."""
     if not path.exists():
         return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        info = None
-    if not isinstance(info, dict):
+    info = read_json_object(path)
+    if info is None:
         print(f"dsvbench: {path} is unreadable; rendering without its notes", file=sys.stderr)
         return None
     return info

@@ -14,7 +14,6 @@ so in one line and goes on.
 from __future__ import annotations
 
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, read_json_object
 from .images import class_rows
 
 DPI = 100
@@ -70,11 +69,8 @@ def find_sets(folders: list[Path | str], records: list[dict[str, Any]] | None = 
             method, seed = (match.group(1), int(match.group(2))) if match else ("", -1)
             if not match or seed in found.get(method, {}) or (wanted is not None and (method, seed) not in wanted):
                 continue
-            try:
-                metadata = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, ValueError):
-                metadata = None
-            if not isinstance(metadata, dict):
+            metadata = read_json_object(path)
+            if metadata is None:
                 print(f"dsvbench: {path} is unreadable; its set is left out of the figures", file=sys.stderr)
                 continue
             if wanted is not None and "set_key" in metadata and metadata["set_key"] not in wanted[(method, seed)]:

@@ -14,7 +14,6 @@ population of ``training.retrain_population`` is slower at full-data batch sizes
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from typing import Any
 import torch
 from joblib import Parallel, delayed
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, read_json_object
 from .config import BenchConfig, EvalRecipe, config_hash, to_dict
 from .data import ImageDataset, load_dataset
-from .harness import derive_seed, device_of, provenance
+from .harness import derive_seed, device_of, provenance, usable_cores
 from .models import create_model
 from .pretrain import dataset_fingerprint
 from .training import retrain
@@ -52,7 +51,7 @@ def full_data_accuracies(plan: Any, dataset: ImageDataset, progress: bool = True
             print(f"full-data accuracy: training {config.retrain_model} on all {len(dataset.train_y)} training "
                   f"images for {len(missing)} (recipe, seed) pair(s) (--scores)", file=sys.stderr, flush=True)
         # local processes, never more than this machine's cores (with --scheduler, --jobs counts the cluster's)
-        local = min(config.jobs, len(missing), os.cpu_count() or 1)
+        local = min(config.jobs, len(missing), usable_cores())
         if local > 1 and device_of(config).type == "cpu":
             threads = max(1, torch.get_num_threads() // local)
             entries = Parallel(n_jobs=local, backend="loky")(
@@ -91,11 +90,8 @@ def _read_entry(path: Path, key: str | None = None) -> dict[str, Any] | None:
     """A stored full-data entry, or None when absent; a damaged one is said in one line (and retrained)."""
     if not path.exists():
         return None
-    try:
-        entry = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        entry = None
-    valid = (isinstance(entry, dict) and isinstance(entry.get("test_accuracy"), (int, float))
+    entry = read_json_object(path)
+    valid = (entry is not None and isinstance(entry.get("test_accuracy"), (int, float))
              and isinstance(entry.get("seed"), int) and isinstance(entry.get("dataset"), str)
              and (key is None or entry.get("key") == key))
     if not valid:

@@ -89,14 +89,9 @@ def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:
     (``recipe.pretrained_spec()``) does not need the run's for its model."""
     load_methods()
     specs = [METHODS.get(m) for m in config.methods]
-    own = {s.name for s in specs if _own_theta(config, s) is not None}
+    own = {s.name for s in specs if own_theta(config, s) is not None}
     return (any((s.needs_model and s.name not in own) or s.needs_dynamics for s in specs),
             any(s.needs_dynamics for s in specs))
-
-
-def _own_theta(config: BenchConfig, spec: MethodSpec) -> tuple[str, dict] | None:
-    hook = getattr(method_recipe(config, spec, config.defaults_dataset), "pretrained_spec", None)
-    return hook() if (hook and spec.needs_model) else None
 
 
 def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_pretrained: Pretrained | None,
@@ -111,7 +106,8 @@ def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_
 
 def own_theta(config: BenchConfig, spec: MethodSpec) -> tuple[str, PretrainRecipe] | None:
     """(architecture, pretraining recipe) of the θ* method ``spec`` names for itself; None: the run's."""
-    own = _own_theta(config, spec)
+    hook = getattr(method_recipe(config, spec, config.defaults_dataset), "pretrained_spec", None)
+    own = hook() if (hook and spec.needs_model) else None
     return None if own is None else (own[0], PretrainRecipe.for_dataset(config.defaults_dataset, **own[1]))
 
 
@@ -131,6 +127,11 @@ def plan(config: BenchConfig) -> list[Task]:
     # longest first (LPT): the workers then finish together; a seed's build estimated by its
     # method's ``cost``, plus about half a second of retraining
     return sorted(tasks, key=lambda task: -(METHODS.get(task.method).cost + 0.5) * len(task.seeds))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def device_of(config: BenchConfig) -> torch.device:

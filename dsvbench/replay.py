@@ -146,7 +146,9 @@ def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
     config = dataclasses.replace(config, **changes)
     warnings += _provenance_warnings(info, config)
     config, pinned = _pin_recipes(config, info)
-    _validate(config)
+    if not (config.seeds and config.ipc >= 1 and config.evals_per_set >= 1 and 0.0 <= config.ddrs_weight <= 1.0):
+        raise UserError("--replay: the recorded seeds, IPC, evals per set or DDRS weight are out of range")
+    config = cli.check_config(config, args.jobs if "jobs" in given else config.jobs)
     for line in warnings + pinned:
         warn(line)
     return config, Replayed(path, info)
@@ -217,31 +219,6 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return ",".join(map(str, value))
     return None
-
-
-def _validate(config: BenchConfig) -> None:
-    """The checks a configuration from flags passes (``cli.config_from_args``), before any work."""
-    from . import cli
-    from .data import DATASETS
-    from .harness import method_recipe
-    from .methods import METHODS, load_methods
-    from .models import MODELS
-    load_methods()
-    DATASETS.get(config.data.name)
-    for model in (config.model, config.eval_model):
-        if model:
-            MODELS.get(model)
-    for method in dict.fromkeys([*config.methods, *(m for m, _, _ in config.method_overrides)]):
-        method_recipe(config, METHODS.get(method), config.defaults_dataset)
-    if not (config.seeds and config.ipc >= 1 and config.evals_per_set >= 1 and 0.0 <= config.ddrs_weight <= 1.0):
-        raise UserError("--replay: the recorded seeds, IPC, evals per set or DDRS weight are out of range")
-    cli._check_reference_dataset(config.reference_dataset)
-    cli._check_backend(config.backend)
-    cli._check_device(config.device)
-    if config.device != "cpu" and config.jobs > 1:
-        raise UserError(f"--replay on {config.device} with --jobs {config.jobs}: one process per GPU; add --jobs 1")
-    cli._check_writable(Path(config.out), "--out")
-    cli._check_writable(Path(config.cache_dir), "--cache-dir")
 
 
 def _recorded_set_keys(folder: Path) -> dict[tuple[str, int], str]:

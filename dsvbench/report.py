@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, read_json_object
 from .figures import FILES, StoredSet, find_sets, write_figures
 from .results import STD_NOTE, details_rows, table_rows
 
@@ -178,8 +178,4 @@ def _theta(pretrained: Any) -> str | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+    return read_json_object(path) or {}

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from .atomic import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text, read_json_object
 from .references import reference_for, reference_rows
 from .scores import add_scores, score_lines
 
@@ -139,11 +139,8 @@ def set_aside_unreadable(out: Path | str) -> int:
 def load_failures(out: Path | str) -> list[dict[str, Any]]:
     failures = []
     for path in sorted((Path(out) / "records" / "failed").glob("*.json")):
-        try:
-            failure = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            failure = None
-        if isinstance(failure, dict) and {"method", "seed", "error"} <= set(failure):
+        failure = read_json_object(path)
+        if failure is not None and {"method", "seed", "error"} <= set(failure):
             failures.append(failure)
         else:
             _warn(f"failure record {path} is unreadable; ignored")

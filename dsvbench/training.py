@@ -150,7 +150,7 @@ def retrain_population(models: list[nn.Module], generators: list[torch.Generator
                        test_labels: torch.Tensor, recipe: EvalRecipe) -> list[RetrainResult]:
     """Retrain model m on set m (all of one column: seeds × evals): one stacked population per
     set size when the architecture allows it, else one after another; the numbers agree."""
-    from .vectorized import evaluate_stacked, supports_stacking, train_stacked
+    from .vectorized import supports_stacking
     if not supports_stacking(models[0]):
         return [retrain(m, x, y, test_images, test_labels, recipe, g) for m, g, (x, y) in zip(models, generators, sets)]
     with numeric_precision(recipe.precision, test_images.device):

@@ -126,3 +126,14 @@ def test_a_changed_default_is_pinned_to_the_recorded_value(capsys, tmp_path, rec
     err = capsys.readouterr().err
     assert ("dc", "iterations", "7") in config.method_overrides and "pinned to the recorded value" in err
     assert "random.nosuch (recorded 1) no longer exists" in err
+
+
+def test_replay_passes_the_checks_of_a_run_from_flags(capsys, tmp_path, recorded):
+    """One check_config for flags and --replay: a recording whose configuration this machine cannot run
+    as recorded (TF32 retraining, replayed on the CPU) is refused before any work."""
+    info = json.loads((recorded / "run.json").read_text())
+    info["config"].update(device="cuda", eval_precision="tf32")
+    (recorded / "run.json").write_text(json.dumps(info))
+    code, _, err = run_cli(capsys, "--replay", recorded / "run.json", "--out", tmp_path / "new", "--device", "cpu")
+    assert code == 2 and "--eval-precision tf32 needs a CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
