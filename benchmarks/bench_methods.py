@@ -35,6 +35,7 @@ from dsvbench.data import ImageDataset
 from dsvbench.harness import column_eval_recipe, make_context, method_recipe, prepare
 from dsvbench.methods import METHODS, MethodSpec
 from dsvbench.models import create_model
+from dsvbench.process import keep_freed_memory
 from dsvbench.registry import UserError
 from dsvbench.training import retrain, retrain_population
 
@@ -179,6 +180,7 @@ def _random_set(dataset: ImageDataset, seed: int, device: torch.device) -> tuple
 
 def main() -> int:
     args = parse_args()
+    kept = keep_freed_memory()   # as every dsvbench process does; DSVBENCH_MALLOC=system for the C library's defaults
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as scratch:
         try:
             config = make_config(args, out=str(Path(scratch) / "out"))
@@ -186,7 +188,8 @@ def main() -> int:
             print(f"bench_methods: error: {error}", file=sys.stderr)
             return 2
         print(f"{config.data.name} (defaults of {config.defaults_dataset}), IPC {config.ipc}, "
-              f"seeds {list(config.seeds)}, device {config.device}, torch threads {torch.get_num_threads()}")
+              f"seeds {list(config.seeds)}, device {config.device}, torch threads {torch.get_num_threads()}, "
+              f"freed memory {'kept (dsvbench.process)' if kept else 'returned (C library defaults)'}")
         for name in config.methods:
             print(f"  {name}: {to_dict(method_recipe(config, METHODS.get(name), config.defaults_dataset))}")
         for note in budget_notes(config) or ["published budgets (no --set / --eval-epochs / --pretrain-epochs)"]:

@@ -19,6 +19,7 @@ from dsvbench.augment import augment
 from dsvbench.config import DataConfig, PretrainRecipe, eval_recipe
 from dsvbench.data import load_dataset
 from dsvbench.models import create_model
+from dsvbench.process import keep_freed_memory
 from dsvbench.training import accuracy, train_on_set
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--pretrain-batches", type=int, default=20)
     parser.add_argument("--eval-epochs", type=int, default=300)
     args = parser.parse_args()
+    keep_freed_memory()   # as every dsvbench process does (dsvbench.process)
     device = torch.device(args.device)
 
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from dsvbench.config import DataConfig, PretrainRecipe
 from dsvbench.data import load_dataset
 from dsvbench.methods.deepkkt import DeepKKT
 from dsvbench.pretrain import load_or_pretrain
+from dsvbench.process import keep_freed_memory
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--polish-steps", type=int, help="L-BFGS iterations (default: the recipe's)")
     parser.add_argument("--cache-dir", default=".dsvbench_cache")
     args = parser.parse_args()
+    keep_freed_memory()   # as every dsvbench process does (dsvbench.process)
     dataset = load_dataset(DataConfig(args.dataset, args.data_root), args.cache_dir)
     overrides = {"polish_params": args.polish}
     if args.epochs:

@@ -146,14 +146,14 @@ def _run_on_worker(config: BenchConfig, task: Task, threads: int | dict[str, int
     """A task on a dask worker.  No parent watch here (:func:`harness._exit_with_parent`): a dask
     worker's parent is its nanny, which already ends the worker when it dies, and a worker started
     with ``--no-nanny`` from a shell that later exits must not end with it."""
-    import torch
     from distributed import get_worker
 
     from .harness import _run_task_safely
+    from .process import configure
     if isinstance(threads, dict):
         worker = get_worker()
         threads = threads.get(worker.address, max(1, _usable_cores() // worker.state.nthreads))
-    torch.set_num_threads(threads)
+    configure(threads)
     return _run_task_safely(config, task, progress=False)
 
 

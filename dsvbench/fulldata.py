@@ -27,6 +27,7 @@ from .data import ImageDataset, load_dataset
 from .harness import derive_seed, device_of, provenance, usable_cores
 from .models import create_model
 from .pretrain import dataset_fingerprint
+from .process import configure
 from .training import retrain
 
 FOLDER = "full-data"
@@ -68,7 +69,7 @@ def full_data_accuracies(plan: Any, dataset: ImageDataset, progress: bool = True
 
 
 def _worker(config: BenchConfig, recipe: EvalRecipe, seed: int, key: str, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    configure(threads)
     return _train(config, load_dataset(config.data, config.cache_dir), recipe, seed, key)
 
 

@@ -32,6 +32,7 @@ from .images import save_grid
 from .methods import METHODS, BuildContext, CondensedSet, MethodSpec, load_methods
 from .models import create_model
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
+from .process import configure
 from .progress import progress_bar
 from .training import per_class_accuracy, predict, retrain_population
 
@@ -412,7 +413,7 @@ def _parallel(config: BenchConfig) -> Parallel:
 
 
 def _worker(config: BenchConfig, task: Task, threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    configure(threads)
     _exit_with_parent()
     return _run_task_safely(config, task, progress=False)
 

@@ -1,0 +1,46 @@
+"""Settings every dsvbench process starts with: the run itself and each joblib / dask worker.
+
+**Freed memory is kept** (glibc only).  The CPU hot loops allocate and free the same
+megabyte-sized activations thousands of times per second (DC's real batch on ``digits`` is
+1 198 × 16 × 8 × 8 floats per layer).  glibc's defaults hand such blocks back to the kernel
+(``mmap`` above the dynamic threshold, heap trimming above 128 KiB free at the top), so each
+new allocation page-faults its pages in again, zero-filled by the kernel.  Measured on the
+2-core CI machine, 200 DC iterations on ``digits`` in one thread: 9.9 s and 1.09 M minor page
+faults with the defaults, 7.6 s and 0.11 M with both thresholds raised to 1 GiB
+(``benchmarks/bench_methods.py``; the README's performance section has the whole-run figures).
+Arithmetic is untouched — the same kernels run on the same numbers, so every result is
+bitwise the same (tested).  The price: a process keeps up to 1 GiB of freed heap instead of
+returning it.  ``DSVBENCH_MALLOC=system`` keeps the C library's defaults.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import torch
+
+# mallopt(3) parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEEP_BYTES = 1 << 30
+
+
+def configure(threads: int | None = None) -> None:
+    """``threads`` intra-op threads for torch (unchanged when None), and freed memory kept."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    keep_freed_memory()
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds to 1 GiB; True when the C library took both.
+    A no-op (False) off Linux, on a C library without ``mallopt`` or with ``DSVBENCH_MALLOC=system``."""
+    if os.environ.get("DSVBENCH_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt   # the running process's own C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) & bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
