@@ -3,7 +3,7 @@ import torch
 
 from dsvbench.augment import apply, augment, draw, merge
 from dsvbench.config import EvalRecipe, eval_recipe
-from dsvbench.models import MODELS, InputShape, create_model
+from dsvbench.models import MODELS, AvgPool2x2, InputShape, create_model
 from dsvbench.training import accuracy, retrain, train_on_set
 
 
@@ -22,6 +22,43 @@ def test_convnet_geometry_follows_dc_reference():
     # 8×8 digits: two blocks -> 2×2 map, width 16 (the documented small-input choice).
     assert create_model("convnet", InputShape(1, 8, 10)).embed_dim == 16 * 2 * 2
     assert create_model("convnet", InputShape(3, 32, 10)).embed_dim == 128 * 4 * 4
+
+
+@pytest.mark.parametrize("shape,dtype", [((7, 16, 8, 8), torch.float32), ((3, 4, 32, 32), torch.float64),
+                                         ((5, 16, 4, 4), torch.float32)])
+def test_cpu_average_pooling_is_atens_bit_for_bit(shape, dtype):
+    """AvgPool2x2 = nn.AvgPool2d(2, 2): forward, backward and the double backward (DC, DeepKKT)."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    weight = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2,
+                         generator=torch.Generator().manual_seed(1), dtype=dtype)
+    values = []
+    for pool in (torch.nn.AvgPool2d(2, 2), AvgPool2x2()):
+        leaf = x.clone().requires_grad_(True)
+        out = pool(leaf)
+        (first,) = torch.autograd.grad((out.square() * weight).sum(), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((first * x).sin().sum(), leaf)   # not constant on a window
+        values.append((out, first, second))
+    for ours, aten in zip(values[1], values[0]):
+        assert torch.equal(ours, aten)
+    odd = torch.randn(2, 3, 5, 5)   # odd sides go to ATen (which drops the last row and column)
+    assert torch.equal(AvgPool2x2()(odd), torch.nn.functional.avg_pool2d(odd, 2))
+
+
+def test_cpu_average_pooling_goes_through_vmap():
+    from torch.func import functional_call, grad, stack_module_state, vmap
+    shape = InputShape(1, 8, 10)
+    models = [create_model("convnet", shape, torch.Generator().manual_seed(i)) for i in range(3)]
+    params, _ = stack_module_state(models)
+    x = torch.randn(3, 20, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 10, (3, 20), generator=torch.Generator().manual_seed(3))
+
+    def loss(p, images, labels):
+        return torch.nn.functional.cross_entropy(functional_call(models[0], p, (images,)), labels)
+    stacked = vmap(grad(loss))(params, x, y)
+    for i, model in enumerate(models):
+        single = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[i]), y[i]), list(model.parameters()))
+        for name, g in zip(params, single):
+            torch.testing.assert_close(stacked[name][i], g)
 
 
 def test_model_init_is_deterministic_per_generator():
