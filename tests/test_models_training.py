@@ -26,8 +26,9 @@ def test_convnet_geometry_follows_dc_reference():
 
 @pytest.mark.parametrize("shape,dtype", [((7, 16, 8, 8), torch.float32), ((3, 4, 32, 32), torch.float64),
                                          ((5, 16, 4, 4), torch.float32)])
-def test_cpu_average_pooling_is_atens_bit_for_bit(shape, dtype):
+def test_cpu_average_pooling_is_atens_bit_for_bit(shape, dtype, monkeypatch):
     """AvgPool2x2 = nn.AvgPool2d(2, 2): forward, backward and the double backward (DC, DeepKKT)."""
+    monkeypatch.setattr("dsvbench.models.FAST_POOL_MIN_ELEMENTS", 0)   # these small inputs too
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
     weight = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2,
                          generator=torch.Generator().manual_seed(1), dtype=dtype)
@@ -44,7 +45,8 @@ def test_cpu_average_pooling_is_atens_bit_for_bit(shape, dtype):
     assert torch.equal(AvgPool2x2()(odd), torch.nn.functional.avg_pool2d(odd, 2))
 
 
-def test_cpu_average_pooling_goes_through_vmap():
+def test_cpu_average_pooling_goes_through_vmap(monkeypatch):
+    monkeypatch.setattr("dsvbench.models.FAST_POOL_MIN_ELEMENTS", 0)
     from torch.func import functional_call, grad, stack_module_state, vmap
     shape = InputShape(1, 8, 10)
     models = [create_model("convnet", shape, torch.Generator().manual_seed(i)) for i in range(3)]
