@@ -18,7 +18,7 @@ ignored; a linear layer's out×in gradient is compared row by row like a conv's.
 
 With ``dsa=True`` it is DSA (Zhao & Bilen, ICML 2021): the real and the synthetic
 batch of each class go through the same random differentiable augmentation
-(:func:`dsvbench.dsa.dsa_siamese`) before the gradients are taken, and the inner
+(:func:`dsvbench.augment.dsa_siamese`) before the gradients are taken, and the inner
 network training augments the synthetic batches (per image).  The published DSA
 figures retrain with DSA for 1000 epochs; the column's evaluation recipe is the
 harness's choice (``--eval-recipe`` / the ``dsa`` augmentation of the eval recipe).
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
-from dsvbench.dsa import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
+from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
 from dsvbench.models import MODELS
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy

@@ -1,4 +1,4 @@
-"""Training-time augmentations on batched tensors, all randomness from a ``torch.Generator``.
+"""Every augmentation of the suite, all randomness from a ``torch.Generator``, in two steps.
 
 * ``flip_crop`` / ``crop`` — random crop with zero padding (= the mean in normalized
   space; pad = size/8, i.e. 4 px on 32×32) and horizontal flip: the paper's pretraining
@@ -6,17 +6,26 @@
 * ``dc`` — the DC reference code's MNIST augmentation: per image one of crop (4 px),
   scale (±0.2), rotate (±45°), noise (σ 0.001).  Vectorized with affine sampling
   (bilinear) instead of scipy's spline rotation; pixel amounts scale with size/28.
-* ``dsa`` — differentiable Siamese augmentation, see :mod:`dsvbench.dsa`.
+* ``dsa`` — Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021): per call one op
+  group of the strategy (default ``color_crop_cutout_flip_scale_rotate``, the reference code's
+  "S" mode; ``color`` = brightness, then saturation, then contrast), then its parameters.
+  :func:`dsa_augment` draws per image (training on a condensed set, ``EvalRecipe.augment='dsa'``);
+  :func:`dsa_siamese` draws once and applies the same transformation to every batch — the real
+  and the synthetic batch of DC's matching step (the reference code re-seeds the global RNG and
+  copies the first image's parameters; here one draw of one image's parameters is broadcast).
+  Every op is differentiable in the images (affine sampling, index gathers, masks, arithmetic).
 * :func:`manifold_draw` / :func:`manifold_apply` — DeepKKT's A(X) for the manifold term.
 
-Every kind but ``dsa`` is split in two: :func:`draw` takes the random parameters of a batch
-from a ``torch.Generator`` (on the generator's device, in bulk) and :func:`apply` is a pure
-function of the batch and those parameters — so a population of networks, each with its own
-generator, draws per network and augments all batches in one call.
+Each kind is split in two: :func:`draw` takes the random parameters of a batch from a
+``torch.Generator`` (on the generator's device, in bulk, in a fixed order) and :func:`apply` is a
+pure function of the batch and those parameters — so a population of networks, each with its own
+generator, draws per network and augments all batches in one call, and a Siamese pair shares one draw.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +58,8 @@ def draw(kind: str, shape: tuple[int, ...] | torch.Size, generator: torch.Genera
     n, _, h, _ = shape
     if kind == "none":
         return {}
+    if kind == "dsa":
+        return dsa_draw(n, shape, generator)
     if kind in ("flip_crop", "crop"):
         pad = crop_pad(shape[-1])
         params = {"top": _randint(0, 2 * pad + 1, (n,), generator),
@@ -77,6 +88,8 @@ def apply(x: torch.Tensor, kind: str, params: Params) -> torch.Tensor:
     """Augmentation ``kind`` with the drawn ``params`` (differentiable in ``x``)."""
     if kind == "none":
         return x
+    if kind == "dsa":
+        return dsa_apply(x, params)
     params = {k: v.to(x.device) for k, v in params.items()}
     if kind in ("flip_crop", "crop"):
         out = _crop(x, crop_pad(x.shape[-1]), params["top"], params["left"])
@@ -119,9 +132,6 @@ def _dc(x: torch.Tensor, params: Params) -> torch.Tensor:
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     """Apply augmentation ``kind`` (one of ``AUGMENTATIONS``) to a batch: draw, then apply."""
-    if kind == "dsa":
-        from .dsa import dsa_augment
-        return dsa_augment(x, generator)
     return apply(x, kind, draw(kind, x.shape, generator))
 
 
@@ -147,3 +157,122 @@ def manifold_apply(x: torch.Tensor, u: torch.Tensor, flip: bool, shift: float, s
     out = (out - mean) * (1 + contrast * u[:, 4]).view(-1, 1, 1, 1) + mean
     return out + brightness * u[:, 5].view(-1, 1, 1, 1)
 
+
+
+# ----- DSA --------------------------------------------------------------------------------------
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """DSA reference defaults (``ParamDiffAug``)."""
+    flip: float = 0.5          # probability of a horizontal flip
+    scale: float = 1.2         # per-axis zoom factor drawn from [1/scale, scale]
+    rotate: float = 15.0       # degrees, uniform in [-rotate, rotate]
+    crop_pad: float = 0.125    # translation of up to round(size * crop_pad) px, zero fill
+    cutout: float = 0.5        # a zeroed square of round(size * cutout) px per side
+    brightness: float = 1.0    # add (u - 0.5) * brightness
+    saturation: float = 2.0    # scale deviation from the channel mean by u * saturation
+    contrast: float = 0.5      # scale deviation from the image mean by u + contrast
+
+
+def parse_strategy(strategy: str) -> list[str]:
+    """Op names of ``strategy`` ('a_b_c'); '' / 'none' means no augmentation."""
+    if strategy.lower() in ("", "none"):
+        return []
+    names = strategy.split("_")
+    unknown = [name for name in names if name not in DSA_OPS]
+    if unknown:
+        raise ValueError(f"unknown DSA op(s) {', '.join(unknown)} in strategy {strategy!r}; "
+                         f"known: {', '.join(DSA_OPS)}")
+    return names
+
+
+def dsa_draw(n: int, shape: tuple[int, ...] | torch.Size, generator: torch.Generator,
+             strategy: str = DEFAULT_STRATEGY, params: DSAParams = DSAParams()) -> Params:
+    """One op group of ``strategy``, then its parameters for n images (n = 1: one draw that
+    :func:`dsa_apply` broadcasts to a whole batch), on the generator's device.  The keys name the
+    op: ``flip``; ``theta`` (scale, rotate); ``dy``/``dx`` (crop); ``cy``/``cx`` (cutout);
+    ``brightness``/``saturation``/``contrast`` (color, three uniforms)."""
+    names = parse_strategy(strategy)
+    if not names:
+        return {}
+    rand = lambda: torch.rand(n, generator=generator, device=generator.device)  # noqa: E731
+    name = names[int(torch.randint(len(names), (1,), generator=generator, device=generator.device))]
+    _, _, h, w = shape
+    if name == "flip":
+        return {"flip": rand() < params.flip}
+    if name in ("scale", "rotate"):
+        theta = torch.zeros(n, 2, 3, device=generator.device)
+        if name == "scale":
+            low, high = 1.0 / params.scale, params.scale
+            sx = rand() * (high - low) + low
+            theta[:, 0, 0], theta[:, 1, 1] = sx, rand() * (high - low) + low
+        else:
+            angle = (rand() - 0.5) * 2 * params.rotate * math.pi / 180
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+        return {"theta": theta}
+    if name == "crop":
+        sy, sx = int(h * params.crop_pad + 0.5), int(w * params.crop_pad + 0.5)
+        dy = _randint(-sy, sy + 1, (n,), generator)
+        return {"dy": dy, "dx": _randint(-sx, sx + 1, (n,), generator)}
+    if name == "cutout":
+        ch, cw = int(h * params.cutout + 0.5), int(w * params.cutout + 0.5)
+        cy = _randint(0, h + (1 - ch % 2), (n,), generator)
+        return {"cy": cy, "cx": _randint(0, w + (1 - cw % 2), (n,), generator)}
+    brightness = rand()
+    saturation = rand()
+    return {"brightness": brightness, "saturation": saturation, "contrast": rand()}
+
+
+def dsa_apply(x: torch.Tensor, drawn: Params, params: DSAParams = DSAParams()) -> torch.Tensor:
+    """The DSA op of ``drawn`` (:func:`dsa_draw`) on the batch ``x`` (N×C×H×W), differentiable in ``x``."""
+    if not drawn:
+        return x
+    drawn = {k: v.to(x.device) for k, v in drawn.items()}
+    _, _, h, w = x.shape
+    if "flip" in drawn:
+        out = torch.where(drawn["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+    elif "theta" in drawn:
+        theta = drawn["theta"].to(x.dtype).expand(len(x), 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    elif "dy" in drawn:   # integer translation with zero fill: out[i, j] = x[i + dy, j + dx]
+        sy, sx = int(h * params.crop_pad + 0.5), int(w * params.crop_pad + 0.5)
+        padded = F.pad(x, (sx, sx, sy, sy))
+        rows = (torch.arange(h, device=x.device) + sy + drawn["dy"][:, None]).expand(len(x), h)
+        cols = (torch.arange(w, device=x.device) + sx + drawn["dx"][:, None]).expand(len(x), w)
+        batch = torch.arange(len(x), device=x.device)[:, None, None]
+        out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    elif "cy" in drawn:   # a zeroed square centred at (cy, cx), clipped at the borders
+        ch, cw = int(h * params.cutout + 0.5), int(w * params.cutout + 0.5)
+        top, left = drawn["cy"] - ch // 2, drawn["cx"] - cw // 2
+        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + ch)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + cw)
+        out = x * (~(in_rows[:, :, None] & in_cols[:, None, :]))[:, None].to(x.dtype)
+    else:                 # color: brightness, saturation, contrast in this order
+        u = {k: v.to(x.dtype).view(-1, 1, 1, 1) for k, v in drawn.items()}
+        out = x + (u["brightness"] - 0.5) * params.brightness
+        channel_mean = out.mean(dim=1, keepdim=True)
+        out = (out - channel_mean) * (u["saturation"] * params.saturation) + channel_mean
+        image_mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = (out - image_mean) * (u["contrast"] + params.contrast) + image_mean
+    return out.contiguous()
+
+
+def dsa_augment(x: torch.Tensor, generator: torch.Generator, params: DSAParams = DSAParams(),
+                strategy: str = DEFAULT_STRATEGY, siamese: bool = False) -> torch.Tensor:
+    """One op group drawn from ``strategy`` on the batch ``x``: parameters per image, or with
+    ``siamese=True`` one draw shared by the whole batch."""
+    return dsa_apply(x, dsa_draw(1 if siamese else len(x), x.shape, generator, strategy, params), params)
+
+
+def dsa_siamese(batches: Sequence[torch.Tensor], generator: torch.Generator,
+                params: DSAParams = DSAParams(), strategy: str = DEFAULT_STRATEGY) -> list[torch.Tensor]:
+    """The same augmentation (op and parameters: one draw) on every batch — DSA's Siamese
+    augmentation; the batches must share their height and width."""
+    drawn = dsa_draw(1, batches[0].shape, generator, strategy, params)
+    return [dsa_apply(batch, drawn, params) for batch in batches]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from .augment import apply, draw, merge
+from .augment import apply, draw, dsa_augment, merge
 from .config import EvalRecipe
 from .models import has_batch_norm
 
@@ -77,7 +77,6 @@ def augment_population(batches: list[torch.Tensor], kind: str, generators: list[
     """Augment model m's batch with model m's generator (the draws of a one-by-one run), applied
     to all batches in one call: parameters drawn per model, one stacked apply."""
     if kind == "dsa":   # DSA draws its op per call: applied batch by batch, each with its generator
-        from .dsa import dsa_augment
         return torch.stack([dsa_augment(batch, g) for batch, g in zip(batches, generators)])
     parameters = [draw(kind, batch.shape, g) for batch, g in zip(batches, generators)]
     flat = apply(torch.cat(batches), kind, merge(parameters))

@@ -12,7 +12,7 @@ from torch import nn
 from dsvbench.baselines.dc import (DCRecipe, _class_matching_loss, _matching_loss, build_dc, layer_distance,
                                    matching_distance)
 from dsvbench.baselines.dd import DDRecipe, build_dd, dd_defaults, unrolled_loss
-from dsvbench.dsa import OPS, DSAParams, dsa_augment, dsa_siamese
+from dsvbench.augment import DSA_OPS, DSAParams, dsa_augment, dsa_siamese
 from dsvbench.methods import METHODS, MethodFailed, load_methods
 from dsvbench.models import create_model
 from tests.conftest import make_context, make_tiny_dataset
@@ -170,7 +170,7 @@ def test_dc_all_class_gradients_in_one_pass_equal_per_class_autograd(model):
 BATCH = torch.randn(5, 3, 8, 8, generator=generator(7))
 
 
-@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("op", list(DSA_OPS))
 def test_dsa_op_keeps_shape_and_passes_gradients(op):
     x = BATCH.clone().requires_grad_(True)
     out = dsa_augment(x, generator(1), strategy=op)
@@ -178,7 +178,7 @@ def test_dsa_op_keeps_shape_and_passes_gradients(op):
     assert out.shape == x.shape and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("op", list(DSA_OPS))
 def test_dsa_siamese_applies_the_same_parameters_to_both_batches(op):
     real, syn = BATCH, BATCH[2:3]
     real_out, syn_out = dsa_siamese([real, syn], generator(4), strategy=op)
@@ -190,6 +190,17 @@ def test_dsa_siamese_leaves_the_generator_as_one_call_would():
     dsa_siamese([BATCH, BATCH[:1]], first)
     dsa_augment(BATCH[:2], second, siamese=True)
     assert torch.equal(first.get_state(), second.get_state())
+
+
+@pytest.mark.parametrize("op", list(DSA_OPS))
+def test_dsa_goes_through_the_common_draw_and_apply(op):
+    from dsvbench.augment import apply, draw, dsa_apply, dsa_draw
+    assert torch.equal(apply(BATCH, "dsa", draw("dsa", BATCH.shape, generator(5))), dsa_augment(BATCH, generator(5)))
+    drawn = dsa_draw(len(BATCH), BATCH.shape, generator(6), op)
+    assert torch.equal(dsa_apply(BATCH, drawn), dsa_augment(BATCH, generator(6), strategy=op))
+    one = dsa_draw(1, BATCH.shape, generator(7), op)          # the Siamese draw, broadcast
+    assert all(torch.equal(dsa_apply(b, one), s)
+               for b, s in zip((BATCH, BATCH[:2]), dsa_siamese([BATCH, BATCH[:2]], generator(7), strategy=op)))
 
 
 def test_dsa_without_siamese_draws_per_image_parameters():
