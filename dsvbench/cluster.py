@@ -143,7 +143,7 @@ def _absolute_paths(config: BenchConfig) -> BenchConfig:
 
 
 def _run_on_worker(config: BenchConfig, task: Task, threads: int | dict[str, int]) -> dict[str, Any]:
-    """A task on a dask worker.  No parent watch here (:func:`harness._exit_with_parent`): a dask
+    """A task on a dask worker.  No parent watch here (:func:`harness._exit_with_run`): a dask
     worker's parent is its nanny, which already ends the worker when it dies, and a worker started
     with ``--no-nanny`` from a shell that later exits must not end with it."""
     from distributed import get_worker

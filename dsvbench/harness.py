@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import resource
+import socket
 import sys
 import threading
 import time
@@ -393,7 +394,8 @@ def run(config: BenchConfig, progress: bool = True,
         finished = run_tasks(config, tasks)
     else:
         threads = max(1, torch.get_num_threads() // config.jobs)
-        finished = _parallel(config)(delayed(_worker)(config, task, threads) for task in tasks)
+        run = (socket.gethostname(), os.getpid())
+        finished = _parallel(config)(delayed(_worker)(config, task, threads, run) for task in tasks)
     outcomes = []
     for outcome in finished:
         outcomes.append(outcome)
@@ -412,27 +414,44 @@ def _parallel(config: BenchConfig) -> Parallel:
         return Parallel(n_jobs=config.jobs, backend=config.backend, return_as="list")
 
 
-def _worker(config: BenchConfig, task: Task, threads: int) -> dict[str, Any]:
+def _worker(config: BenchConfig, task: Task, threads: int, run: tuple[str, int]) -> dict[str, Any]:
+    _exit_with_run(*run)
     configure(threads)
-    _exit_with_parent()
     return _run_task_safely(config, task, progress=False)
 
 
 _WATCHING: list[int] = []
 
 
-def _exit_with_parent() -> None:
-    """A worker whose parent (the run) died — ``kill -9`` — ends within a second instead of going
-    on as an orphan (its finished records are already on disk; a rerun resumes)."""
-    if _WATCHING:
+def _exit_with_run(host: str, run_pid: int) -> None:
+    """A worker whose run (process ``run_pid`` on ``host``) died — ``kill -9`` — ends within a
+    second instead of going on as an orphan (its finished records are already on disk; a rerun
+    resumes).  A worker started as the run's child watches its parent id; one started otherwise
+    (a ray worker, or a loky worker whose run died while it was still importing torch, already
+    re-parented) watches the run's pid.  Nothing to watch inside the run itself (joblib's threading
+    backend) or on another host."""
+    if os.getpid() == run_pid or socket.gethostname() != host or _WATCHING:
         return
-    parent = os.getppid()
-    _WATCHING.append(parent)
+    child = os.getppid() == run_pid
+
+    def gone() -> bool:
+        if child:
+            return os.getppid() != run_pid
+        try:
+            os.kill(run_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:   # a live process of another user
+            return False
+        return False
+    if gone():
+        os._exit(1)
+    _WATCHING.append(run_pid)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if gone():
                 os._exit(1)
     threading.Thread(target=watch, name="dsvbench-parent-watch", daemon=True).start()
 

@@ -431,3 +431,22 @@ def test_workers_end_when_the_run_is_killed(tmp_path):
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived the killed run"
+
+
+def test_a_worker_whose_run_died_before_it_started_ends_at_once():
+    # A loky worker still importing torch when its run is killed is re-parented before it can
+    # watch its parent: it must end on its first task, not run it as an orphan.
+    import socket
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    probe = "import sys; from dsvbench.harness import _exit_with_run; _exit_with_run({!r}, {}); print('ran')"
+    host = socket.gethostname()
+    orphan = subprocess.run([sys.executable, "-c", probe.format(host, dead.pid)], capture_output=True, text=True)
+    assert (orphan.returncode, orphan.stdout) == (1, "")
+    # a live run that is not the parent (a ray worker's case), or a run on another host: go on
+    import os
+    for run in ((host, os.getpid()), ("another-host", dead.pid)):
+        alive = subprocess.run([sys.executable, "-c", probe.format(*run)], capture_output=True, text=True)
+        assert (alive.returncode, alive.stdout.strip()) == (0, "ran")
