@@ -158,7 +158,6 @@ def manifold_apply(x: torch.Tensor, u: torch.Tensor, flip: bool, shift: float, s
     return out + brightness * u[:, 5].view(-1, 1, 1, 1)
 
 
-
 # ----- DSA --------------------------------------------------------------------------------------
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -189,6 +188,16 @@ def parse_strategy(strategy: str) -> list[str]:
     return names
 
 
+def _dsa_crop_shift(h: int, w: int, params: DSAParams) -> tuple[int, int]:
+    """Largest translation (rows, columns) of DSA's crop: round(size · crop_pad) px."""
+    return int(h * params.crop_pad + 0.5), int(w * params.crop_pad + 0.5)
+
+
+def _dsa_cutout_size(h: int, w: int, params: DSAParams) -> tuple[int, int]:
+    """Side (rows, columns) of DSA's cutout square: round(size · cutout) px."""
+    return int(h * params.cutout + 0.5), int(w * params.cutout + 0.5)
+
+
 def dsa_draw(n: int, shape: tuple[int, ...] | torch.Size, generator: torch.Generator,
              strategy: str = DEFAULT_STRATEGY, params: DSAParams = DSAParams()) -> Params:
     """One op group of ``strategy``, then its parameters for n images (n = 1: one draw that
@@ -215,11 +224,11 @@ def dsa_draw(n: int, shape: tuple[int, ...] | torch.Size, generator: torch.Gener
             theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
         return {"theta": theta}
     if name == "crop":
-        sy, sx = int(h * params.crop_pad + 0.5), int(w * params.crop_pad + 0.5)
+        sy, sx = _dsa_crop_shift(h, w, params)
         dy = _randint(-sy, sy + 1, (n,), generator)
         return {"dy": dy, "dx": _randint(-sx, sx + 1, (n,), generator)}
     if name == "cutout":
-        ch, cw = int(h * params.cutout + 0.5), int(w * params.cutout + 0.5)
+        ch, cw = _dsa_cutout_size(h, w, params)
         cy = _randint(0, h + (1 - ch % 2), (n,), generator)
         return {"cy": cy, "cx": _randint(0, w + (1 - cw % 2), (n,), generator)}
     brightness = rand()
@@ -240,14 +249,14 @@ def dsa_apply(x: torch.Tensor, drawn: Params, params: DSAParams = DSAParams()) -
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     elif "dy" in drawn:   # integer translation with zero fill: out[i, j] = x[i + dy, j + dx]
-        sy, sx = int(h * params.crop_pad + 0.5), int(w * params.crop_pad + 0.5)
+        sy, sx = _dsa_crop_shift(h, w, params)
         padded = F.pad(x, (sx, sx, sy, sy))
         rows = (torch.arange(h, device=x.device) + sy + drawn["dy"][:, None]).expand(len(x), h)
         cols = (torch.arange(w, device=x.device) + sx + drawn["dx"][:, None]).expand(len(x), w)
         batch = torch.arange(len(x), device=x.device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     elif "cy" in drawn:   # a zeroed square centred at (cy, cx), clipped at the borders
-        ch, cw = int(h * params.cutout + 0.5), int(w * params.cutout + 0.5)
+        ch, cw = _dsa_cutout_size(h, w, params)
         top, left = drawn["cy"] - ch // 2, drawn["cx"] - cw // 2
         rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + ch)

@@ -64,41 +64,40 @@ def _norm(kind: str, width: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; known: instancenorm, batchnorm, none")
 
 
-class _AvgPool2x2Function(torch.autograd.Function):
+class _LinearMap(torch.autograd.Function):
+    """A linear map with nothing to save for its backward (its adjoint needs no inputs); written in
+    torch ops, so ``vmap`` derives its batching rule."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+
+class _AvgPool2x2Function(_LinearMap):
     """2×2 / stride-2 average pooling written with strided views: (((a + b) + c) + d) / 4 in the
     order of ATen's CPU kernel.  Its backward is :class:`_Unpool2x2Function` (g / 4 copied into
     each window, as ``avg_pool2d_backward``), whose own backward is this pooling again (ATen's
-    double-backward formula), so first and second derivatives are ATen's bit for bit (tested) —
-    in torch ops that ``vmap`` goes through."""
-    generate_vmap_rule = True
+    double-backward formula), so first and second derivatives are ATen's bit for bit (tested)."""
 
     @staticmethod
     def forward(x: torch.Tensor) -> torch.Tensor:
         return (((x[..., 0::2, 0::2] + x[..., 0::2, 1::2]) + x[..., 1::2, 0::2]) + x[..., 1::2, 1::2]) / 4
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return _Unpool2x2Function.apply(grad)
 
 
-class _Unpool2x2Function(torch.autograd.Function):
+class _Unpool2x2Function(_LinearMap):
     """The adjoint of 2×2 average pooling: each value / 4 into its 2×2 window (concatenations,
     3.5× faster than ATen's ``avg_pool2d_backward`` on 8×8 maps)."""
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(grad: torch.Tensor) -> torch.Tensor:
         quarter = (grad / 4).unsqueeze(-1)
         rows = torch.cat([quarter, quarter], -1).flatten(-2).unsqueeze(-2)        # … × h × 1 × 2w
         return torch.cat([rows, rows], -2).flatten(-3, -2)                       # … × 2h × 2w
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ PROBE = r"""
 import json, resource, sys, torch
 from dsvbench.process import keep_freed_memory
 kept = keep_freed_memory()
+torch.set_num_threads(1)   # fewer stray faults from the fill's worker threads
 torch.empty(10_000_000).fill_(1.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
