@@ -45,6 +45,7 @@ from .. import pergroup
 from ..augment import manifold_apply, manifold_draw
 from ..config import POLISH_PARAMS
 from .base import MethodFailed
+from .kkt_terms import ACTIVATIONS, DUALS, LAMBDA_INITS, floor_gradient, smooth_relus
 
 PARAM_SETS = ("all", "sensitive", "classifier")
 DISTANCES = ("l1", "sq_l2")
@@ -71,13 +72,17 @@ class DeepKKT:
 
     def __init__(self, model: nn.Module, params: str = "all", distance: str = "l1", sqrt: str = "signed",
                  normalize: str = "global", beta: float = 1.0, chunk: int = 512, analytic: bool = True,
-                 objective: str = "loss"):
+                 objective: str = "loss", activation: str = "relu", relu_alpha: float = 0.0,
+                 primal_weight: float = 1.0):
         for value, valid, name in ((params, PARAM_SETS, "params"), (distance, DISTANCES, "distance"),
                                    (sqrt, SQRT_MODES, "sqrt"), (normalize, NORMALIZATIONS, "normalize"),
-                                   (objective, OBJECTIVES, "objective")):
+                                   (objective, OBJECTIVES, "objective"), (activation, ACTIVATIONS, "activation")):
             if value not in valid:
                 raise ValueError(f"DeepKKT {name}={value!r}; valid: {', '.join(valid)}")
         self.model = copy.deepcopy(model).eval()
+        if activation == "smooth" and smooth_relus(self.model, relu_alpha) == 0:
+            raise MethodFailed("DeepKKT activation='smooth': the model has no nn.ReLU module to replace")
+        self.primal_weight = primal_weight
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.theta = {n: p.detach().clone() for n, p in self.model.named_parameters()}
@@ -210,7 +215,7 @@ class DeepKKT:
             stat = self.stat_distance([grads[n] for n in self.names])
             member = F.one_hot(groups, n_groups).to(logits.dtype)
             primal = _group_mean(primal_terms(logits, labels), member)
-            total = weight * (primal.sum() + self.beta * stat.sum())
+            total = weight * (self.primal_weight * primal.sum() + self.beta * stat.sum())
             out = torch.autograd.grad(total, [x, lam] if input_grad else [lam], allow_unused=True)
         return _group_values(primal, stat, logits, labels, member, _or_zeros(out[0], x) if input_grad else None,
                              _or_zeros(out[-1], lam))
@@ -234,7 +239,7 @@ class DeepKKT:
             grad_b = member.T @ delta
             stat = self.stat_distance([grad_w, grad_b])
             primal = _group_mean(primal_terms(logits, labels), member)
-            total = weight * (primal.sum() + self.beta * stat.sum())
+            total = weight * (self.primal_weight * primal.sum() + self.beta * stat.sum())
             out = torch.autograd.grad(total, [x, lam] if input_grad else [lam], allow_unused=True)
         return _group_values(primal, stat, logits, labels, member, _or_zeros(out[0], x) if input_grad else None,
                              _or_zeros(out[-1], lam))
@@ -245,7 +250,7 @@ class DeepKKT:
         grads, logits = self.weighted_grad(x, labels, lam, create_graph=True)
         primal = primal_loss(logits, labels)
         stat = self.stat_distance(grads)
-        total = weight * (primal + self.beta * stat)
+        total = weight * (self.primal_weight * primal + self.beta * stat)
         wrt = [x, lam] if input_grad else [lam]
         out = torch.autograd.grad(total, wrt, allow_unused=True)
         grad_x = _or_zeros(out[0], x) if input_grad else None
@@ -267,7 +272,7 @@ class DeepKKT:
             l = l.detach().requires_grad_(True)
             grads, logits = self.weighted_grad(x, y, l, create_graph=True)
             primal_part = primal_loss(logits, y) * len(y) / n
-            surrogate = primal_part + self.beta * sum((d * g).sum() for d, g in zip(direction, grads))
+            surrogate = self.primal_weight * primal_part + self.beta * sum((d * g).sum() for d, g in zip(direction, grads))
             wrt = [x, l] if input_grad else [l]
             out = torch.autograd.grad(weight * surrogate, wrt, allow_unused=True)
             if input_grad:
@@ -356,9 +361,17 @@ class KKTRecipe:
     optimizer: str = "adam"          # steps on x: adam | sgd (Algorithm 1's plain steps); choice
     lambda_optimizer: str = "sgd"    # steps on λ: sgd (Algorithm 1) | adam (measured: Adam's unit
                                      # steps drive 99 % of the λ below 0 within a few dozen steps)
-    lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | a number
+    lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | mean (1/m) | a number
     rescale_every: int = 25          # every k steps λ ← c·λ with the best c > 0 (0 = never; choice)
     objective: str = "loss"          # G = Σλ∇θ CE (the seed, Eq. 8) | margin (NeurIPS: Σλ y ∇θ Φ)
+    # Haim et al. 2022's reconstruction regime (module kkt_terms; defaults keep DSV's reading):
+    primal_weight: float = 1.0       # weight of L_primal (Eq. 7) in L_kkt; Haim et al.'s loss has none (0)
+    activation: str = "relu"         # θ*'s ReLU backward during synthesis: relu | smooth (sigmoid(α z))
+    relu_alpha: float = 19.2         # α of the smooth backward (a value of Haim et al.'s MNIST sweep)
+    dual: str = "remove"             # λ < 0: remove the candidate (Algorithm 1) | floor (Haim et al.'s penalty)
+    lambda_floor: float = 0.415      # the μ floor of dual=floor (a value of Haim et al.'s MNIST sweep)
+    lambda_momentum: float = 0.0     # momentum of the sgd steps on λ (Haim et al.: 0.9)
+    lambda_init: str = "ones"        # μ at the start: ones | uniform (Haim et al.: U(0, 1))
     # θ* of the DSV columns (their own, cached like any θ*; herding / forgetting keep the run's):
     theta_model: str = "run"         # "run" = the run's --model θ* | a registry name, e.g. convnet_dsv
     theta_epochs: int = 0            # Adam epochs of that θ* (0 = the dataset's default)
@@ -375,7 +388,8 @@ class KKTRecipe:
         for name, valid in (("params", PARAM_SETS), ("distance", DISTANCES), ("sqrt", SQRT_MODES),
                             ("normalize", NORMALIZATIONS), ("objective", OBJECTIVES),
                             ("optimizer", ("adam", "sgd")), ("lambda_optimizer", ("adam", "sgd")),
-                            ("retrain", ("dsv", "adam", "dc"))):
+                            ("retrain", ("dsv", "adam", "dc")), ("activation", ACTIVATIONS), ("dual", DUALS),
+                            ("lambda_init", LAMBDA_INITS)):
             if getattr(self, name) not in valid:
                 raise UserError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}")
         if self.theta_model != "run" and self.theta_model not in MODELS:
@@ -386,16 +400,20 @@ class KKTRecipe:
         if self.theta_model == "run" and (self.theta_polish != "classifier" or self.theta_polish_steps):
             raise UserError("theta_polish / theta_polish_steps set the method's own θ*: name it with "
                             "theta_model (e.g. convnet_dsv); the run's θ* keeps the run's recipe")
-        if self.lambda_scale not in ("fit", "norm"):
+        if self.lambda_scale not in ("fit", "norm", "mean"):
             try:
                 if not float(self.lambda_scale) > 0:
                     raise ValueError
             except ValueError:
-                raise UserError(f"lambda_scale={self.lambda_scale!r}: fit, norm or a positive number") from None
-        for name in ("beta", "gamma", "aug_shift", "aug_scale", "aug_brightness", "aug_contrast", "theta_weight_decay"):
+                raise UserError(f"lambda_scale={self.lambda_scale!r}: fit, norm, mean or a positive number") from None
+        for name in ("beta", "gamma", "primal_weight", "lambda_floor", "aug_shift", "aug_scale", "aug_brightness", "aug_contrast", "theta_weight_decay"):
             if not getattr(self, name) >= 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("alpha_lambda", "chunk", "history_points"):
+        if not 0 <= self.lambda_momentum < 1:
+            raise UserError(f"lambda_momentum must be in [0, 1), got {self.lambda_momentum}")
+        if self.lambda_momentum and self.lambda_optimizer != "sgd":
+            raise UserError("lambda_momentum applies to lambda_optimizer=sgd only")
+        for name in ("alpha_lambda", "chunk", "history_points", "relu_alpha"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("rescale_every", "theta_epochs", "theta_polish_steps"):
@@ -437,7 +455,24 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
 
 def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
     return DeepKKT(model, recipe.params, recipe.distance, recipe.sqrt, recipe.normalize, recipe.beta,
-                   recipe.chunk, objective=recipe.objective)
+                   recipe.chunk, objective=recipe.objective, activation=recipe.activation,
+                   relu_alpha=recipe.relu_alpha, primal_weight=recipe.primal_weight)
+
+
+def step_multipliers(recipe: KKTRecipe, optimizer: torch.optim.Optimizer, mu: torch.Tensor, alive: torch.Tensor,
+                     keys: torch.Tensor, keep: int, n_keys: int) -> torch.Tensor:
+    """One step on μ (its ``.grad`` set by the caller) and dual feasibility; returns who is alive.
+    ``dual="remove"``: Algorithm 1 — λ < 0 leaves X (:func:`remove_negative`), μ clamped at 0;
+    ``dual="floor"``: Haim et al.'s penalty below ``lambda_floor`` joins the gradient, nobody leaves."""
+    if recipe.dual == "floor":
+        mu.grad = mu.grad + floor_gradient(mu.detach(), recipe.lambda_floor)
+        optimizer.step()
+        return alive
+    optimizer.step()
+    with torch.no_grad():
+        alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=n_keys)
+        mu.clamp_(min=0.0)
+    return alive
 
 
 def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: str) -> float:
@@ -446,6 +481,8 @@ def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: s
     uniform λ minimizing L_stat at the start, ``norm`` matches ‖G‖₁ to ‖θ*‖₁, a number is used as is."""
     if how == "fit":
         return kkt.fit_uniform_scale(inputs, labels)
+    if how == "mean":   # Haim et al.'s 1/m (their gradient of Σλ y Φ is taken with grad_outputs 1/m)
+        return 1.0 / max(len(labels), 1)
     if how == "norm":
         with torch.enable_grad():
             unit = kkt.total_grad(inputs, labels, torch.ones(len(labels), device=inputs.device))
@@ -477,11 +514,12 @@ def augment_groups(images: torch.Tensor, where: torch.Tensor, generators: list[t
                           recipe.aug_brightness, recipe.aug_contrast)
 
 
-def make_optimizer(kind: str, tensor: torch.Tensor, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(kind: str, tensor: torch.Tensor, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
+    """Adam, or plain steps (``sgd``) with optional heavy-ball momentum (Haim et al.: 0.9)."""
     if kind == "adam":
         return torch.optim.Adam([tensor], lr=lr)
     if kind == "sgd":
-        return torch.optim.SGD([tensor], lr=lr)
+        return torch.optim.SGD([tensor], lr=lr, momentum=momentum)
     raise ValueError(f"optimizer={kind!r}; valid: adam, sgd")
 
 

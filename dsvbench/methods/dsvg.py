@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from ..config import DIGIT_DATASETS
 from .base import BuildContext, CondensedSet, batched_builder, register_method, take_per_class
 from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      remove_negative, rescale_due, rescale_groups)
+                      rescale_due, rescale_groups, step_multipliers)
+from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class DSVgRecipe(KKTRecipe):
     l2_weight: float = 0.0           # norm prior, mean x² (choice)
     keep_per_class: bool = True      # never drop a class below IPC survivors (choice)
     lambda_warmup: int = 0           # steps before λ moves and removal starts (choice)
+    momentum: float = 0.0            # momentum of the sgd steps on x (Haim et al. 2022: 0.9)
+    range_weight: float = 0.0        # pixel-range penalty Σ relu(x−hi)² + relu(lo−x)² (Haim et al.: 1)
+    range_bounds: str = "data"       # its (lo, hi): data = pixels 0 and 1 normalized | "lo,hi"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,7 +61,14 @@ class DSVgRecipe(KKTRecipe):
         for name in ("alpha_x", "init_std"):
             if not getattr(self, name) > 0:
                 raise UserError(f"dsvg.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("tv_weight", "l2_weight", "lambda_warmup"):
+        if not 0 <= self.momentum < 1 or (self.momentum and self.optimizer != "sgd"):
+            raise UserError(f"dsvg.momentum must be in [0, 1) and goes with optimizer=sgd, got {self.momentum}")
+        if self.range_bounds != "data":
+            try:
+                parse_bounds(self.range_bounds)
+            except ValueError as error:
+                raise UserError(f"dsvg.{error}") from None
+        for name in ("tv_weight", "l2_weight", "lambda_warmup", "range_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"dsvg.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -101,16 +112,18 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
     seed_slices = [slice(g * per_seed, (g + 1) * per_seed) for g in range(seeds)]
     unit = torch.tensor([lambda_unit(kkt, render(x.detach()[sl]), labels[sl], recipe.lambda_scale)
                          for sl in seed_slices], device=ctx.device)
-    mu = torch.ones(len(labels), device=ctx.device, requires_grad=True)
-    opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x)
-    opt_mu = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda)
+    mu = torch.cat([initial_multipliers(recipe.lambda_init, per_seed, c.generator) for c in contexts])
+    mu = mu.to(ctx.device).requires_grad_(True)
+    bounds = pixel_bounds(recipe.range_bounds, ctx.mean, ctx.std, ctx.shape.channels, ctx.device)
+    opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x, recipe.momentum)
+    opt_mu = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda, recipe.lambda_momentum)
     alive = torch.ones(len(labels), dtype=torch.bool, device=ctx.device)
     histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
     keep = ctx.ipc if recipe.keep_per_class else 0
     for step in range(recipe.steps + 1):
         if step == recipe.lowres_steps and x.shape[-1] != side:
             x = render(x.detach()).requires_grad_(True)
-            opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x)
+            opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x, recipe.momentum)
         index = torch.nonzero(alive).flatten()
         images, where = render(x)[index], groups[index]
         if rescale_due(step, recipe.rescale_every):
@@ -121,7 +134,7 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
         if final:
             values = kkt.kkt(images.detach(), labels[index], lam, input_grad=False, groups=where, n_groups=seeds)
         else:
-            values, grad_lam = _descend(kkt, recipe, contexts, images, labels[index], lam, where)
+            values, grad_lam = _descend(kkt, recipe, contexts, images, labels[index], lam, where, bounds)
         if final or histories[0].due(step):   # the logging interval: the only host reads
             check_finite("dsvg", values.primal, values.stat, values.grad_lam)
             log_groups(histories, step, values, images.detach(), labels[index], lam, where)
@@ -135,17 +148,14 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
         opt_x.zero_grad(set_to_none=True)
         if step < recipe.lambda_warmup:
             continue
-        opt_mu.step()
-        with torch.no_grad():
-            alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=seeds * classes)
-            mu.clamp_(min=0.0)
+        alive = step_multipliers(recipe, opt_mu, mu, alive, keys, keep, seeds * classes)
     images, lam = render(x.detach()), unit[groups] * mu.detach()
     return [_select(c, kkt, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, sl, history in zip(contexts, seed_slices, histories)]
 
 
 def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torch.Tensor, labels: torch.Tensor,
-             lam: torch.Tensor, where: torch.Tensor):
+             lam: torch.Tensor, where: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor]):
     """Accumulate ∇x of L_total into the pixel leaf; return the clean-term values and ∇λ."""
     seeds = len(contexts)
     clean = kkt.kkt(images.detach(), labels, lam, groups=where, n_groups=seeds)
@@ -157,7 +167,8 @@ def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torc
         roots.append(augmented)
         grads.append(manifold.grad_inputs)
         grad_lam = grad_lam + manifold.grad_lam
-    prior = recipe.tv_weight * _total_variation(images) + recipe.l2_weight * images.square().mean()
+    prior = (recipe.tv_weight * _total_variation(images) + recipe.l2_weight * images.square().mean()
+             + recipe.range_weight * range_penalty(images, *bounds))
     if prior.requires_grad:
         roots.append(prior)
         grads.append(torch.ones_like(prior))

@@ -17,7 +17,8 @@ from ..config import DIGIT_DATASETS
 from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, cached_for_model, register_method,
                    take_per_class)
 from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      primal_loss, remove_negative, rescale_due, rescale_groups)
+                      primal_loss, rescale_due, rescale_groups, step_multipliers)
+from .kkt_terms import initial_multipliers
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
     unit = torch.tensor([lambda_unit(kkt, images[sl], labels[sl], recipe.lambda_scale) for sl in seed_slices],
                         device=images.device)
     encoded = kkt.encode(images) if kkt.analytic else None
-    mu = torch.ones(len(pool), device=images.device, requires_grad=True)
-    optimizer = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda)
+    mu = torch.cat([initial_multipliers(recipe.lambda_init, len(p), c.generator) for c, p in zip(contexts, pools)])
+    mu = mu.to(images.device).requires_grad_(True)
+    optimizer = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda, recipe.lambda_momentum)
     alive = torch.ones(len(pool), dtype=torch.bool, device=images.device)
     histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
     keep = ctx.ipc if recipe.keep_per_class else 0
@@ -109,10 +111,7 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
             grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False, where, seeds).grad_lam
         mu.grad = torch.zeros_like(mu)
         mu.grad[index] = unit[where] * grad_lam
-        optimizer.step()
-        with torch.no_grad():
-            alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=seeds * ctx.num_classes)
-            mu.clamp_(min=0.0)
+        alive = step_multipliers(recipe, optimizer, mu, alive, keys, keep, seeds * ctx.num_classes)
     lam = unit[groups] * mu.detach() * alive
     return [_select(c, kkt, p, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, p, sl, history in zip(contexts, pools, seed_slices, histories)]
