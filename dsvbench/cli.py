@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
     add("--evals-per-set", type=int, default=1, help="fresh networks retrained per condensed set")
     add("--eval-recipe", choices=["dc", "dsv", "adam"], help="force one retraining recipe on every column")
-    add("--preset", choices=["seed", "neurips"], default="seed",
+    add("--preset", choices=["seed", "neurips", "recon"], default="seed",
         help="DSV recipe preset: seed = the arXiv paper's reading (default); neurips = the NeurIPS 2024 "
              "version (per-parameter L1, output-margin stationarity, all parameters of a norm-free θ*, "
-             "α_x 2e-3, retraining with Adam 1e-4); --set overrides it")
+             "α_x 2e-3, retraining with Adam 1e-4); recon = Haim et al. 2022's reconstruction regime "
+             "(docs/reconstruction.md); --set overrides it")
     add("--eval-epochs", type=int, help="retraining epochs (reduced budget; default: the recipe's)")
     add("--eval-precision", choices=list(PRECISIONS), default="fp32",
         help="arithmetic of retraining and test evaluation: fp32 (default, exact), tf32 (CUDA: TF32 + cuDNN "

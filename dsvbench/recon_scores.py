@@ -6,6 +6,8 @@
   (the dataset mean added back, the candidate min-max scaled to [0, 1]); a training image counts
   as reconstructed when SSIM > 0.4.  SSIM with a 3×3 Gaussian window (σ 1.5) averaged over the
   map, as their evaluation calls it.
+  Its chance references: the same count with held-out real images (as many as there are
+  candidates) or Gaussian noise in the place of the candidates.
 * Chance-calibrated: the share of candidates whose NCC-nearest real image, searched over the
   training images and held-out images of the same classes, is a training image.  Noise and
   held-out digits score the share of training images in the search set (≈ chance), so the score
@@ -97,6 +99,8 @@ def score(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor, 
     haim = haim_scores(train, candidates, mean)
     noise = torch.randn(candidates.shape, generator=generator, dtype=candidates.dtype)
     return {"count_above_0.4": haim["count_above"], "n_train": haim["n_train"],
+            "count_chance_heldout": haim_scores(train, heldout[: len(candidates)], mean)["count_above"],
+            "count_chance_noise": haim_scores(train, noise, mean)["count_above"],
             "ssim_top10_mean": round(haim["ssim_top10_mean"], 4), "ssim_median": round(haim["ssim_median"], 4),
             "training_share": round(training_share(train, heldout, candidates), 4),
             "chance_noise": round(training_share(train, heldout, noise), 4),

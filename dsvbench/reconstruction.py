@@ -57,7 +57,10 @@ class Case:
 
 
 def _first_per_class(labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
-    """Indices of the first ``per_class`` examples of each class, in file order (as Haim et al.)."""
+    """Indices of the first ``per_class`` examples of each class, in file order (as Haim et al.);
+    ``per_class=0``: every example."""
+    if per_class == 0:
+        return np.arange(len(labels))
     picked = [np.flatnonzero(labels == c)[:per_class] for c in range(num_classes)]
     if any(len(p) < per_class for p in picked):
         raise ValueError(f"fewer than {per_class} examples in some class")
@@ -159,12 +162,50 @@ def train_theta(model: nn.Module, case: Case, recipe: TrainRecipe) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+class SuiteInput(nn.Module):
+    """A θ* of the suite (trained on (pixels − μ_c)/σ_c) seen from a case's mean-subtracted pixels:
+    z ↦ θ*((z + pixel mean − μ_c)/σ_c).  An input map without parameters, so θ*'s stationarity
+    and every gradient the engine takes are those of θ* itself."""
+
+    def __init__(self, net: nn.Module, case_mean: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("offset", case_mean - torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("scale", 1 / torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net((z + self.offset) * self.scale)
+
+
+def dsv_theta(case: Case, model_name: str, data_root: str, cache_dir: str, polish: str = "classifier") -> tuple[nn.Module, dict]:
+    """The θ* DSV's methods use (``theta_model=model_name``: Adam, weight decay 5e-3, the dataset's
+    augmentation, the classifier or all-layer polish), trained on the full training split by the
+    suite's own pretraining (cached), wrapped to read the case's pixels (:class:`SuiteInput`)."""
+    from .config import PretrainRecipe
+    from .data import load_dataset
+    from .pretrain import load_or_pretrain
+    name = case.name.split("-")[0]
+    dataset = load_dataset(DataConfig(name, root=data_root))
+    recipe = PretrainRecipe.for_dataset(name, weight_decay=5e-3, polish_params=polish,
+                                        **({"polish_steps": 1500} if polish == "all" else {}))
+    pretrained = load_or_pretrain(dataset, model_name, recipe, cache_dir, "cpu", progress=False)
+    model = SuiteInput(pretrained.model.eval(), case.mean, dataset.mean, dataset.std)
+    return model, {"recipe": dataclasses.asdict(recipe), "train_accuracy": pretrained.train_accuracy,
+                   "test_accuracy": pretrained.test_accuracy}
+
+
 def engine_reconstruct(model: nn.Module, case: Case, candidates_per_class: int, overrides: dict, seed: int,
                        steps: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """2N candidates through ``dsvg``'s builder (every candidate kept: ipc = candidates per class)."""
+    """2N candidates through ``dsvg``'s builder (every candidate kept: ipc = candidates per class), with
+    Haim et al.'s fields (HAIM_FIELDS) or, with ``overrides["base"] = "dsvg"``, dsvg's defaults,
+    then ``overrides`` on top."""
     load_methods()
     from .methods.dsvg import DSVgRecipe, build_dsvg_many
-    fields = {**HAIM_FIELDS, **overrides, "steps": steps, "candidates_per_class": candidates_per_class}
+    overrides = dict(overrides)
+    base = HAIM_FIELDS if overrides.pop("base", "haim") == "haim" else \
+        {"aug_flip": False, "lowres_steps": steps // 2}   # dsvg's half-and-half schedule; keep_per_class
+    # (dsvg's default) with ipc = every candidate: nobody leaves, every candidate is scored
+    fields = {**base, **overrides, "steps": steps, "candidates_per_class": candidates_per_class}
     recipe = DSVgRecipe(**{k: v for k, v in fields.items() if k in {f.name for f in dataclasses.fields(DSVgRecipe)}})
     ctx = BuildContext(method="dsvg", num_classes=case.shape.num_classes, ipc=candidates_per_class,
                        shape=case.shape, generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
@@ -222,3 +263,26 @@ def save_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=str))
     tmp.replace(path)
+
+
+def retrain_accuracy(case: Case, images: torch.Tensor, labels: torch.Tensor, ipcs: list[int], dataset_name: str,
+                     data_root: str, seed: int, model_name: str = "convnet") -> dict[str, float]:
+    """Test accuracy of a fresh ``model_name`` retrained (the suite's ``dc`` recipe, the digits /
+    MNIST test split) on the top-λ ``ipc`` candidates of each class; ``images`` come from
+    :func:`engine_reconstruct` (each class's candidates in descending λ)."""
+    from .config import eval_recipe
+    from .data import load_dataset
+    from .training import retrain
+    dataset = load_dataset(DataConfig(dataset_name, root=data_root))
+    mean = torch.tensor(dataset.mean).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std).view(1, -1, 1, 1)
+    normalized = ((images + case.mean) - mean) / std
+    out = {}
+    for ipc in ipcs:
+        chosen = torch.cat([torch.nonzero(labels == c).flatten()[:ipc] for c in range(case.num_classes)])
+        generator = torch.Generator().manual_seed(seed)
+        model = create_model(model_name, dataset.shape, generator)
+        result = retrain(model, normalized[chosen], labels[chosen], dataset.test_x, dataset.test_y,
+                         eval_recipe("dc", dataset_name), generator)
+        out[f"ipc{ipc}"] = round(100 * result.test_accuracy, 1)
+    return out

@@ -71,7 +71,7 @@ def test_lambda_floor_penalty_gradient_and_step():
     fresh.grad = torch.zeros(4)
     removed = step_multipliers(KKTRecipe(), torch.optim.SGD([fresh], lr=0.1), fresh, alive, torch.arange(4), 0, 4)
     assert removed.tolist() == [False, True, True, True]                      # Algorithm 1's removal (default)
-    assert float(fresh[0]) == 0.0                                             # … and the clamp at 0
+    assert float(fresh.detach()[0]) == 0.0                                          # … and the clamp at 0
 
 
 def test_range_penalty_and_bounds():

@@ -444,12 +444,22 @@ class KKTRecipe:
 # ``--preset``: the DSV recipe fields of each reading of the paper (as --set strings).
 _NEURIPS = {"params": "all", "normalize": "mean", "objective": "margin", "gamma": "5", "retrain": "adam",
             "theta_model": "convnet_dsv"}
+# Haim et al. 2022's reconstruction regime (docs/reconstruction.md, the ladder), retrained like random
+# and DC (``dc``) so that the IOR is defined.  dsvs keeps the plain ReLU (its pixels are fixed).
+_RECON = {"params": "all", "objective": "margin", "distance": "sq_l2", "sqrt": "none", "normalize": "none",
+          "gamma": "0", "primal_weight": "0", "dual": "floor", "lambda_floor": "0.415", "lambda_optimizer": "sgd",
+          "lambda_momentum": "0.9", "rescale_every": "0", "theta_model": "convnet_dsv", "retrain": "dc"}
 PRESETS: dict[str, dict[str, dict[str, str]]] = {
     "seed": {},
     # NeurIPS 2024 version, Implementation Details: "averaged the distance per parameter", η = 5,
     # α = 2e-3, prior weights 0, retraining with Adam lr 1e-4; Alg. 1 with λ_i y_i ∇θ Φ(x_i);
     # θ* a conv + max-pool ConvNet trained to nearly 100 % (our convnet_dsv).
     "neurips": {"dsvs": dict(_NEURIPS), "dsvg": {**_NEURIPS, "alpha_x": "0.002"}},
+    "recon": {"dsvs": {**_RECON, "lambda_scale": "fit", "alpha_lambda": "0.1"},
+              "dsvg": {**_RECON, "activation": "smooth", "relu_alpha": "19.2", "lambda_init": "uniform",
+                       "lambda_scale": "mean", "alpha_lambda": "1e-4", "optimizer": "sgd", "alpha_x": "0.282",
+                       "momentum": "0.9", "init_std": "0.00174", "lowres_steps": "0", "range_weight": "1",
+                       "keep_per_class": "false"}},
 }
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DIGIT_DATASETS
-from .base import BuildContext, CondensedSet, batched_builder, register_method, take_per_class
+from .base import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method, take_per_class
 from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                       rescale_due, rescale_groups, step_multipliers)
 from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
@@ -125,6 +125,9 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
             x = render(x.detach()).requires_grad_(True)
             opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x, recipe.momentum)
         index = torch.nonzero(alive).flatten()
+        if len(index) == 0:   # nonzero has synced already: no extra host read
+            raise MethodFailed(f"dsvg: every candidate left X (λ < 0) by step {step}; "
+                               "set keep_per_class=true or dual=floor")
         images, where = render(x)[index], groups[index]
         if rescale_due(step, recipe.rescale_every):
             unit = unit * rescale_groups(kkt, images.detach(), labels[index], unit[where] * mu.detach()[index],
