@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The ladder from Haim et al.'s reconstruction regime to DSV's (docs/reconstruction.md), one rung
 # (one change) at a time, on the CPU.  Usage:
-#   bash benchmarks/recon_ladder.sh digits|mnist [OUT=results/recon-ladder] [MNIST_ROOT=../shared/datasets/mnist]
+#   [OUT=results/recon-ladder] [MNIST_ROOT=../shared/datasets/mnist] [ONLY=regex] bash benchmarks/recon_ladder.sh digits|mnist
 # Then: python benchmarks/recon_table.py results/recon-ladder > results/recon-ladder/ladder.md
 set -euo pipefail
 which=${1:?digits or mnist}
 out=${OUT:-results/recon-ladder}
 mnist=${MNIST_ROOT:-../shared/datasets/mnist}
-run() { python benchmarks/reconstruct.py "$@"; }
+only=${ONLY:-.}   # a regex of the rung folders to (re)run, e.g. ONLY='digits-[34]'
+run() {   # one rung (benchmarks/reconstruct.py ARGS...), skipped unless its --out folder matches $only
+  local args=("$@") k
+  for ((k = 0; k < ${#args[@]} - 1; k++)); do
+    if [ "${args[k]}" = --out ] && [[ "${args[k+1]}" =~ $only ]]; then python benchmarks/reconstruct.py "$@"; return; fi
+  done
+}
 # rung 1's one-change variants: DSV's settings, one at a time, inside Haim et al.'s loop
 variants=(--variant "relu-backward:activation=relu" --variant "classifier-only:params=classifier"
           --variant "adam-std1:optimizer=adam,alpha_x=0.001,init_std=1,momentum=0"

@@ -30,6 +30,7 @@ def rows(root: Path) -> list[list]:
             table.append([
                 summary_path.parent.name, row["run"], changed,
                 f"{row['count_above_0.4']}/{row['n_train']} ({row['count_chance_heldout']} / {row['count_chance_noise']})",
+                f"{row['closer_than_heldout']:.3f} ({row['closer_noise']:.3f})",
                 f"{row['training_share']:.3f} ({row['chance_heldout']:.3f} / {row['chance_noise']:.3f})",
                 f"{row['ssim_top10_mean']:.2f}",
                 f"{info['residual_l2']:.3f} / {info['cosine']:.3f}" if "cosine" in info else "–",
@@ -45,11 +46,13 @@ def main(argv: list[str]) -> int:
         print("usage: recon_table.py RESULTS_DIR (holding <rung>/summary.json)", file=sys.stderr)
         return 2
     headers = ["rung", "run", "changed (from Haim et al.'s fields)", "SSIM>0.4 (held-out / noise)",
-               "training share (held-out / noise)", "top-10 SSIM", "residual ℓ2 / cos", "retrain IPC 1 / 10 (dc)",
+               "closer than held-out (noise)", "training share (held-out / noise)", "top-10 SSIM", "residual ℓ2 / cos", "retrain IPC 1 / 10 (dc)",
                "θ*", "s"]
     print(tabulate(rows(Path(argv[0])), headers, tablefmt="github"))
     print("\n- SSIM>0.4: training images whose NCC-nearest candidate has SSIM > 0.4 (Haim et al.'s count); in "
           "brackets the same count with held-out real images, then Gaussian noise, in the candidates' place")
+    print("- closer than held-out: candidates nearer (NCC) to their nearest training image than 95 % of the "
+          "held-out images are to theirs (held-out images: 0.05 by construction); in brackets Gaussian noise")
     print("- training share: candidates whose nearest real image (training ∪ held-out) is a training image; in "
           "brackets held-out images and noise as candidates (chance)")
     print("- residual ℓ2 / cos: ‖θ* + G‖/‖θ*‖ and cos(θ*, −G) of the final candidates and λ, all parameters")

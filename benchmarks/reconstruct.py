@@ -61,7 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="gd: full-batch GD on the case (Haim et al.); dsv: the θ* of DSV's methods (--model "
                              "trained by the suite's pretraining on the full split, classifier polish); "
                              "dsv-polished: the same with the all-layer polish")
-    parser.add_argument("--cache-dir", default="cache", help="θ* cache of --theta dsv")
+    parser.add_argument("--cache-dir", default=".dsvbench_cache", help="θ* cache of --theta dsv (run_bench's default)")
     parser.add_argument("--init", type=float, default=1e-4, help="first-layer init scale (Haim et al.: 1e-4)")
     parser.add_argument("--train-steps", type=int, default=20000)
     parser.add_argument("--train-lr", type=float, default=0.01)

@@ -8,6 +8,8 @@
   map, as their evaluation calls it.
   Its chance references: the same count with held-out real images (as many as there are
   candidates) or Gaussian noise in the place of the candidates.
+* Calibrated by held-out images: the share of candidates nearer to a training image than 95 %
+  of the held-out images are (held-out images score 0.05 by construction, noise ≈ 0).
 * Chance-calibrated: the share of candidates whose NCC-nearest real image, searched over the
   training images and held-out images of the same classes, is a training image.  Noise and
   held-out digits score the share of training images in the search set (≈ chance), so the score
@@ -93,6 +95,15 @@ def training_share(train: torch.Tensor, heldout: torch.Tensor, candidates: torch
     return float((distance.argmin(1) < len(train)).double().mean())
 
 
+def closer_than_heldout(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor,
+                        quantile: float = 0.05) -> float:
+    """Share of candidates nearer (NCC) to their nearest training image than all but ``quantile``
+    of the held-out images are to theirs: held-out images score ``quantile`` by construction, so
+    a share far above it says the candidates are copies of training images, not just digit-like."""
+    threshold = torch.quantile(ncc_distance(heldout, train).min(1).values, quantile)
+    return float((ncc_distance(candidates, train).min(1).values < threshold).double().mean())
+
+
 def score(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor, mean: torch.Tensor,
           generator: torch.Generator) -> dict:
     """Both scores, with their chance references: Gaussian noise and held-out images as candidates."""
@@ -102,6 +113,8 @@ def score(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor, 
             "count_chance_heldout": haim_scores(train, heldout[: len(candidates)], mean)["count_above"],
             "count_chance_noise": haim_scores(train, noise, mean)["count_above"],
             "ssim_top10_mean": round(haim["ssim_top10_mean"], 4), "ssim_median": round(haim["ssim_median"], 4),
+            "closer_than_heldout": round(closer_than_heldout(train, heldout, candidates), 4),
+            "closer_noise": round(closer_than_heldout(train, heldout, noise), 4),
             "training_share": round(training_share(train, heldout, candidates), 4),
             "chance_noise": round(training_share(train, heldout, noise), 4),
             "chance_heldout": round(training_share(train, heldout[: len(heldout) // 2],

@@ -284,5 +284,5 @@ def retrain_accuracy(case: Case, images: torch.Tensor, labels: torch.Tensor, ipc
         model = create_model(model_name, dataset.shape, generator)
         result = retrain(model, normalized[chosen], labels[chosen], dataset.test_x, dataset.test_y,
                          eval_recipe("dc", dataset_name), generator)
-        out[f"ipc{ipc}"] = round(100 * result.test_accuracy, 1)
+        out[f"ipc{ipc}"] = round(result.test_accuracy, 1)   # already a percentage
     return out
