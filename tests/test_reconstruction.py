@@ -157,3 +157,18 @@ def test_benchmark_smoke_reconstructs_training_digits(tmp_path):
     assert row["training_share"] > row["chance_heldout"] + 0.1 > row["chance_noise"]
     assert row["count_above_0.4"] >= 10
     assert (out / "pairs-dsvg.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("preset", ["seed", "neurips", "recon"])
+def test_every_preset_field_builds_a_valid_recipe(preset):
+    """A preset's strings go through the run's own recipe building (MethodSpec.make_recipe, as --set)."""
+    from dsvbench.cli import preset_overrides
+    from dsvbench.methods import METHODS, load_methods
+    load_methods()
+    for method in ("dsvs", "dsvg"):
+        overrides = {field: value for m, field, value in preset_overrides(preset, [method]) if m == method}
+        recipe = METHODS.get(method).make_recipe("digits", overrides)
+        for field, value in overrides.items():
+            assert str(getattr(recipe, field)).lower() == value.lower() or float(getattr(recipe, field)) == float(value)
+    if preset == "recon":
+        assert (recipe.activation, recipe.dual, recipe.retrain, recipe.momentum) == ("smooth", "floor", "dc", 0.9)
