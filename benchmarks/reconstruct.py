@@ -23,7 +23,7 @@ import torch
 from dsvbench.models import create_model
 from dsvbench.process import configure
 from dsvbench.recon_scores import save_pairs, score
-from dsvbench.reconstruction import (CASES, HAIM_FIELDS, HaimMLP, TrainRecipe, dsv_theta, engine_reconstruct, haim_reference,
+from dsvbench.reconstruction import (CASES, HaimMLP, TrainRecipe, dsv_theta, engine_reconstruct, haim_reference,
                                      load_case, retrain_accuracy, save_json, train_theta)
 
 NOTE_FULL = "published size: 250 per class, width 1000, 50 000 steps (Haim et al.)"

@@ -18,7 +18,7 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, num_classes: int, path
     Small images are upscaled (nearest) so that each cell is at least 64 px wide.
     """
     images = images.detach().float().clamp(0, 1).cpu()
-    _, channels, height, width = images.shape
+    _, _, height, width = images.shape
     scale = scale or max(1, 64 // width)
     rows = [images[labels == c] for c in range(num_classes)]
     columns = max(1, max(len(r) for r in rows))
@@ -26,12 +26,21 @@ def save_grid(images: torch.Tensor, labels: torch.Tensor, num_classes: int, path
     canvas = np.full((num_classes * cell_h + padding, columns * cell_w + padding, 3), 255, dtype=np.uint8)
     for row, members in enumerate(rows):
         for column, image in enumerate(members):
-            pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            if channels == 1:
-                pixels = np.repeat(pixels, 3, axis=2)
-            pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
             top, left = padding + row * cell_h, padding + column * cell_w
-            canvas[top:top + height * scale, left:left + width * scale] = pixels
+            canvas[top:top + height * scale, left:left + width * scale] = cell_pixels(image, scale)
+    return write_png(canvas, path)
+
+
+def cell_pixels(image: torch.Tensor, scale: int) -> np.ndarray:
+    """One C×H×W image in [0, 1] as H·scale × W·scale × 3 uint8 (grey repeated to RGB, nearest upscale)."""
+    pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def write_png(canvas: np.ndarray, path: Path | str) -> Path:
+    """Write an H×W×3 uint8 canvas atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+
+from .images import cell_pixels, write_png
 
 SSIM_THRESHOLD = 0.4
 SSIM_WINDOW, SSIM_SIGMA = 3, 1.5
@@ -128,7 +129,7 @@ def save_pairs(train: torch.Tensor, candidates: torch.Tensor, mean: torch.Tensor
     order = haim["ssim"].argsort(descending=True)[:count]
     top = (train[order] + mean).clamp(0, 1)
     bottom = minmax(candidates[haim["nearest"][order]] + mean)
-    channels, side = train.shape[1], train.shape[-1]
+    side = train.shape[-1]
     scale = max(1, 56 // side)
     cell, pad = side * scale, 2
     rows = math.ceil(len(order) / per_row)
@@ -136,16 +137,7 @@ def save_pairs(train: torch.Tensor, candidates: torch.Tensor, mean: torch.Tensor
     for k in range(len(order)):
         r, c = divmod(k, per_row)
         for band, image in enumerate((top[k], bottom[k])):
-            pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            if channels == 1:
-                pixels = np.repeat(pixels, 3, axis=2)
-            pixels = pixels.repeat(scale, 0).repeat(scale, 1)
             y = pad + r * (2 * cell + 3 * pad) + band * (cell + pad)
             x = pad + c * (cell + pad)
-            canvas[y:y + cell, x:x + cell] = pixels
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+            canvas[y:y + cell, x:x + cell] = cell_pixels(image, scale)
+    return write_png(canvas, path)

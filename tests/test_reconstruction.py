@@ -2,7 +2,6 @@
 and the reconstruction benchmark (dsvbench.reconstruction, benchmarks/reconstruct.py)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
