@@ -81,6 +81,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.theta != "gd" and (args.model == "haim-mlp" or args.per_class != 0):
         parser.exit(2, "reconstruct.py: error: --theta dsv needs a registered --model and --per-class 0 (DSV's θ* "
                        "is trained on the whole training split)\n")
+    if args.engine == "haim" and not args.case.endswith("binary"):
+        parser.exit(2, "reconstruct.py: error: --engine haim is Haim et al.'s binary loop; use a *-binary case\n")
+    if args.theta != "gd" and not args.case.startswith(("digits", "mnist")):
+        parser.exit(2, "reconstruct.py: error: --theta dsv is available for the digits and mnist cases\n")
     if args.per_class < 0:
         parser.exit(2, f"reconstruct.py: error: --per-class must be >= 0 (0 = all), got {args.per_class}\n")
     for value, name in ((args.width, "--width"), (args.steps, "--steps"),

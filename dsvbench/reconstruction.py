@@ -67,6 +67,17 @@ def _first_per_class(labels: np.ndarray, per_class: int, num_classes: int) -> np
     return np.sort(np.concatenate(picked))
 
 
+def _even_from_members(fine: np.ndarray, coarse: np.ndarray, per_class: int, classes: int) -> np.ndarray:
+    """``per_class`` images of each coarse class, split as evenly as possible over its fine classes
+    (the first ones of each), so that "vehicles" are not all airplanes when files come class by class."""
+    picked = []
+    for c in range(classes):
+        members = np.unique(fine[coarse == c])
+        shares = [per_class // len(members) + (k < per_class % len(members)) for k in range(len(members))]
+        picked += [np.flatnonzero(fine == m)[:n] for m, n in zip(members, shares)]
+    return np.sort(np.concatenate(picked))
+
+
 def load_case(name: str, per_class: int, heldout_per_class: int, data_root: str) -> Case:
     """Read and build case ``name`` (CASES) from the suite's dataset readers."""
     dataset = {"mnist-binary": "mnist", "mnist-multiclass": "mnist", "digits-binary": "digits",
@@ -79,8 +90,12 @@ def load_case(name: str, per_class: int, heldout_per_class: int, data_root: str)
         train_labels, test_labels, classes = group[train_labels], group[test_labels], 2
     else:
         classes = int(train_labels.max()) + 1
-    train = _first_per_class(train_labels, per_class, classes)
-    heldout = _first_per_class(test_labels, heldout_per_class, classes)
+    if dataset == "cifar10-folder":   # a folder lists class by class: take each side evenly from its classes
+        train = _even_from_members(np.asarray(raw.train_labels), train_labels, per_class, classes)
+        heldout = _even_from_members(np.asarray(raw.test_labels), test_labels, heldout_per_class, classes)
+    else:
+        train = _first_per_class(train_labels, per_class, classes)
+        heldout = _first_per_class(test_labels, heldout_per_class, classes)
     to_float = lambda a: torch.as_tensor(a, dtype=torch.float32).reshape(len(a), *a.shape[1:3], -1)  # noqa: E731
     train_x = to_float(raw.train_images[train]).permute(0, 3, 1, 2) / 255
     heldout_x = to_float(raw.test_images[heldout]).permute(0, 3, 1, 2) / 255
