@@ -4,7 +4,7 @@
 
 CPU defaults (minutes): 50 training images per class, width 200, 2N candidates, 3000 steps.
 The published size: --per-class 250 --width 1000 --steps 50000 (Haim et al.).  Writes
-``summary.json``, ``table.md`` and PNG pairs (training image over its reconstruction) into --out.
+``summary.json`` (``benchmarks/recon_table.py`` tabulates several) and PNG pairs (training image over its reconstruction) into --out.
 ``--engine`` picks dsvg's builder (``dsvg``), Haim et al.'s loop written out on its own
 (``haim``) or both; ``--set field=value`` changes one dsvg field (the ladder, docs/reconstruction.md).
 """
@@ -20,11 +20,14 @@ from pathlib import Path
 
 import torch
 
+from dsvbench.atomic import atomic_write_json
+from dsvbench.methods.base import parse_field_value
 from dsvbench.models import create_model
+from dsvbench.registry import UserError
 from dsvbench.process import configure
 from dsvbench.recon_scores import save_pairs, score
 from dsvbench.reconstruction import (CASES, HaimMLP, TrainRecipe, dsv_theta, engine_reconstruct, haim_reference,
-                                     load_case, retrain_accuracy, save_json, train_theta)
+                                     load_case, retrain_accuracy, train_theta)
 
 NOTE_FULL = "published size: 250 per class, width 1000, 50 000 steps (Haim et al.)"
 
@@ -41,9 +44,7 @@ def parse_fields(items: list[str]) -> dict:
             continue
         if not sep or field not in types:
             raise ValueError(f"{item!r}: expected FIELD=VALUE with a dsvg recipe field")
-        kind = types[field]
-        parsed[field] = (value == "true") if kind in (bool, "bool") else \
-            float(value) if kind in (float, "float") else int(value) if kind in (int, "int") else value
+        parsed[field] = parse_field_value(value, types[field], f"dsvg.{field}")   # as run_bench's --set
     return parsed
 
 
@@ -95,7 +96,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.overrides = parse_fields(args.set)
         args.variants = [(name, parse_fields(fields.split(",") if fields else []))
                          for name, _, fields in (v.partition(":") for v in args.variant)]
-    except ValueError as error:
+    except (ValueError, UserError) as error:
         parser.exit(2, f"reconstruct.py: error: {error}\n")
     return args
 
@@ -138,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.retrain_ipc and engine == "dsvg":
             scores["retrain_dc"] = retrain_accuracy(case, images, labels, [int(v) for v in args.retrain_ipc.split(",")],
                                                     case.name.split("-")[0], args.data_root, args.seed)
-        row = {"run": name, "engine": engine, "changed": {k: v for k, v in overrides.items()}, **scores,
+        row = {"run": name, "engine": engine, "changed": dict(overrides), **scores,
                "seconds": round(seconds, 1), "steps_per_s": round(args.steps / seconds, 1)}
         print(json.dumps(row), flush=True)
         rows.append({**row, "info": info})
-        save_json(out / "summary.json", {"config": config, "theta": fit, "rows": rows, "budget": budget})  # each run
+        atomic_write_json(out / "summary.json", {"config": config, "theta": fit, "rows": rows, "budget": budget})  # each run
     return 0
 
 

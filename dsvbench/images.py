@@ -1,11 +1,14 @@
 """PNG grids of condensed sets: one row per class, IPC images per row (Pillow, no matplotlib)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .atomic import atomic_write_bytes
 
 PADDING = 2   # white pixels around every cell of a grid
 
@@ -40,13 +43,10 @@ def cell_pixels(image: torch.Tensor, scale: int) -> np.ndarray:
 
 
 def write_png(canvas: np.ndarray, path: Path | str) -> Path:
-    """Write an H×W×3 uint8 canvas atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    """Write an H×W×3 uint8 canvas atomically (:func:`dsvbench.atomic.atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def class_rows(path: Path | str, num_classes: int, padding: int = PADDING) -> list[np.ndarray]:

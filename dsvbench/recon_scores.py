@@ -58,12 +58,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     g = torch.exp(-coords.square() / (2 * SSIM_SIGMA ** 2))
     kernel = (g[:, None] * g[None, :]) / g.sum() ** 2
     channels = a.shape[1]
-    weight = kernel.expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).to(a.dtype)
+    weight = kernel.expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)   # float64, as the images below
 
     def blur(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.pad(x, (half,) * 4, mode="reflect"), weight, groups=channels)
     a, b = a.double(), b.double()
-    weight = weight.double()
     mu_a, mu_b = blur(a), blur(b)
     var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
     cov = blur(a * b) - mu_a * mu_b
@@ -96,12 +95,15 @@ def training_share(train: torch.Tensor, heldout: torch.Tensor, candidates: torch
     return float((distance.argmin(1) < len(train)).double().mean())
 
 
-def closer_than_heldout(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor,
-                        quantile: float = 0.05) -> float:
-    """Share of candidates nearer (NCC) to their nearest training image than all but ``quantile``
-    of the held-out images are to theirs: held-out images score ``quantile`` by construction, so
-    a share far above it says the candidates are copies of training images, not just digit-like."""
-    threshold = torch.quantile(ncc_distance(heldout, train).min(1).values, quantile)
+def heldout_threshold(train: torch.Tensor, heldout: torch.Tensor, quantile: float = 0.05) -> torch.Tensor:
+    """The ``quantile`` of the held-out images' NCC distances to their nearest training image."""
+    return torch.quantile(ncc_distance(heldout, train).min(1).values, quantile)
+
+
+def closer_than_heldout(train: torch.Tensor, candidates: torch.Tensor, threshold: torch.Tensor) -> float:
+    """Share of candidates nearer (NCC) to their nearest training image than ``threshold``
+    (:func:`heldout_threshold`): held-out images score the quantile by construction, so a share
+    far above it says the candidates are copies of training images, not just digit-like."""
     return float((ncc_distance(candidates, train).min(1).values < threshold).double().mean())
 
 
@@ -110,12 +112,13 @@ def score(train: torch.Tensor, heldout: torch.Tensor, candidates: torch.Tensor, 
     """Both scores, with their chance references: Gaussian noise and held-out images as candidates."""
     haim = haim_scores(train, candidates, mean)
     noise = torch.randn(candidates.shape, generator=generator, dtype=candidates.dtype)
+    threshold = heldout_threshold(train, heldout)
     return {"count_above_0.4": haim["count_above"], "n_train": haim["n_train"],
             "count_chance_heldout": haim_scores(train, heldout[: len(candidates)], mean)["count_above"],
             "count_chance_noise": haim_scores(train, noise, mean)["count_above"],
             "ssim_top10_mean": round(haim["ssim_top10_mean"], 4), "ssim_median": round(haim["ssim_median"], 4),
-            "closer_than_heldout": round(closer_than_heldout(train, heldout, candidates), 4),
-            "closer_noise": round(closer_than_heldout(train, heldout, noise), 4),
+            "closer_than_heldout": round(closer_than_heldout(train, candidates, threshold), 4),
+            "closer_noise": round(closer_than_heldout(train, noise, threshold), 4),
             "training_share": round(training_share(train, heldout, candidates), 4),
             "chance_noise": round(training_share(train, heldout, noise), 4),
             "chance_heldout": round(training_share(train, heldout[: len(heldout) // 2],

@@ -9,11 +9,11 @@ al.'s own loop, run beside it as the reference.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -264,20 +264,11 @@ def haim_reference(model: nn.Module, case: Case, candidates_per_class: int, seed
 
 
 def _frozen_copy(model: nn.Module, alpha: float) -> nn.Module:
-    import copy
     net = copy.deepcopy(model).eval()
     smooth_relus(net, alpha)
     for p in net.parameters():
         p.requires_grad_(True)
     return net
-
-
-def save_json(path: Path, payload: dict) -> None:
-    import json
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    tmp.replace(path)
 
 
 def retrain_accuracy(case: Case, images: torch.Tensor, labels: torch.Tensor, ipcs: list[int], dataset_name: str,

@@ -136,16 +136,37 @@ def test_scores_on_known_pairs():
     assert training_share(train, heldout, heldout[:3]) == 0.0
 
 
-def test_benchmark_smoke_reconstructs_training_digits(tmp_path):
-    """benchmarks/reconstruct.py end to end on digits odd/even (offline, ~10 s): the engine's
-    candidates find training digits well above both chance references."""
+def _benchmark_module():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import reconstruct
     finally:
         sys.path.pop(0)
+    return reconstruct
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "momentum=fast"], "expected float"),
+    (["--set", "no_such_field=1"], "dsvg recipe field"),
+    (["--variant", "v:keep_per_class=maybe"], "expected bool"),
+    (["--case", "mnist-multiclass", "--engine", "haim"], "binary loop"),
+    (["--theta", "dsv", "--model", "convnet_dsv", "--per-class", "0", "--case", "cifar10-binary"], "digits and mnist"),
+    (["--width", "0"], "--width must be >= 1"),
+])
+def test_benchmark_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        _benchmark_module().parse(["--data-root", str(tmp_path), "--out", str(tmp_path / "out"), *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_smoke_reconstructs_training_digits(tmp_path):
+    """benchmarks/reconstruct.py end to end on digits odd/even (offline, ~10 s): the engine's
+    candidates find training digits well above both chance references."""
     out = tmp_path / "recon"
-    code = reconstruct.main(["--case", "digits-binary", "--data-root", str(tmp_path / "unused"), "--out", str(out),
+    code = _benchmark_module().main(["--case", "digits-binary", "--data-root", str(tmp_path / "unused"), "--out", str(out),
                              "--per-class", "20", "--heldout-per-class", "100", "--width", "100",
                              "--train-steps", "3000", "--steps", "800", "--engine", "dsvg"])
     assert code == 0

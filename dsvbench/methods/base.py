@@ -168,11 +168,11 @@ class MethodSpec:
             if key not in fields:
                 raise UserError(f"method {self.name!r} has no recipe field {key!r}; "
                                 f"fields: {', '.join(fields) or 'none'}")
-            values[key] = _parse_value(text, fields[key].type, f"{self.name}.{key}")
+            values[key] = parse_field_value(text, fields[key].type, f"{self.name}.{key}")
         return self.recipe(**values)
 
 
-def _parse_value(text: str, type_name: Any, where: str) -> Any:
+def parse_field_value(text: str, type_name: Any, where: str) -> Any:
     """Parse a ``--set method.field=value`` string into the field's annotated type."""
     type_name = str(getattr(type_name, "__name__", type_name)).replace(" ", "")
     try:

@@ -170,8 +170,9 @@ def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torc
         roots.append(augmented)
         grads.append(manifold.grad_inputs)
         grad_lam = grad_lam + manifold.grad_lam
-    prior = (recipe.tv_weight * _total_variation(images) + recipe.l2_weight * images.square().mean()
-             + recipe.range_weight * range_penalty(images, *bounds))
+    prior = recipe.tv_weight * _total_variation(images) + recipe.l2_weight * images.square().mean()
+    if recipe.range_weight > 0:   # off by default: no extra work per step
+        prior = prior + recipe.range_weight * range_penalty(images, *bounds)
     if prior.requires_grad:
         roots.append(prior)
         grads.append(torch.ones_like(prior))
