@@ -89,9 +89,11 @@ class DCRecipe:
         except ValueError as error:
             raise UserError(f"dc.dsa_strategy: {error}") from None
 
-    def eval_overrides(self) -> dict:
-        """DSA sets are evaluated as in Zhao & Bilen 2021: DSA augmentation, 1000 epochs."""
-        return {"augment": "dsa", "epochs": 1000} if self.dsa else {}
+    @property
+    def retrain(self) -> str:
+        """The column's evaluation recipe: DSA sets are evaluated as in Zhao & Bilen 2021
+        (``dsa``: DSA augmentation, 1000 epochs), DC sets as in Zhao et al. 2021 (``dc``)."""
+        return "dsa" if self.dsa else "dc"
 
     def loops(self, ipc: int) -> tuple[int, int]:
         nearest = min(LOOPS, key=lambda tabulated: (abs(tabulated - ipc), tabulated))

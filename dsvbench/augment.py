@@ -3,9 +3,12 @@
 * ``flip_crop`` / ``crop`` — random crop with zero padding (= the mean in normalized
   space; pad = size/8, i.e. 4 px on 32×32) and horizontal flip: the paper's pretraining
   and SAM retraining augmentation.
-* ``dc`` — the DC reference code's MNIST augmentation: per image one of crop (4 px),
-  scale (±0.2), rotate (±45°), noise (σ 0.001).  Vectorized with affine sampling
-  (bilinear) instead of scipy's spline rotation; pixel amounts scale with size/28.
+* ``dc`` — the DC reference code's MNIST augmentation (``utils.get_daparam``: strategy
+  'crop_scale_rotate'): per image one of crop (4 px), scale (±0.2), rotate (±45°).
+  ``dc_noise`` adds the noise option (σ 0.001) to the draw ('crop_scale_rotate_noise', the
+  suite's earlier ``dc``); ``dc_crop_noise`` is the reference's strategy for a batch-norm
+  ConvNet.  Vectorized with affine sampling (bilinear) instead of scipy's spline rotation;
+  pixel amounts scale with size/28.
 * ``dsa`` — Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021): per call one op
   group of the strategy (default ``color_crop_cutout_flip_scale_rotate``, the reference code's
   "S" mode; ``color`` = brightness, then saturation, then contrast), then its parameters.
@@ -30,9 +33,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "flip_crop", "crop", "dc", "dsa")
-# DC reference ``get_daparam`` for MNIST: crop 4 px (of 28), scale ±0.2, rotate ±45°, noise σ 0.001
+# DC reference ``get_daparam``: crop 4 px (of 28), scale ±0.2, rotate ±45°, noise σ 0.001; the ops
+# of each DC strategy, by the op codes of :func:`_dc` (0 crop, 1 scale, 2 rotate, 3 noise)
 DC_CROP, DC_SCALE, DC_ROTATE, DC_NOISE = 4, 0.2, 45, 0.001
+DC_STRATEGIES = {"dc": (0, 1, 2), "dc_noise": (0, 1, 2, 3), "dc_crop_noise": (0, 3)}
+AUGMENTATIONS = ("none", "flip_crop", "crop", *DC_STRATEGIES, "dsa")
 
 
 Params = dict[str, torch.Tensor]
@@ -67,14 +72,17 @@ def draw(kind: str, shape: tuple[int, ...] | torch.Size, generator: torch.Genera
         if kind == "flip_crop":
             params["flip"] = torch.rand(n, generator=generator, device=generator.device) < 0.5
         return params
-    if kind == "dc":
+    if kind in DC_STRATEGIES:
+        ops = DC_STRATEGIES[kind]
         crop_px = DC_CROP * h / 28.0
-        op = _randint(0, 4, (n,), generator)
+        op = torch.tensor(ops, device=generator.device)[_randint(0, len(ops), (n,), generator)]
         shift = (_randint(0, max(int(2 * crop_px), 1), (n, 2), generator).float() - crop_px) * 2.0 / h
         zoom = _uniform(n * 2, 1 - DC_SCALE, 1 + DC_SCALE, generator).view(n, 2)
         angle = _randint(-int(DC_ROTATE), int(DC_ROTATE), (n,), generator).float() * math.pi / 180
-        jitter = DC_NOISE * torch.randn(tuple(shape), generator=generator, device=generator.device)
-        return {"op": op, "shift": shift, "zoom": zoom, "angle": angle, "jitter": jitter}
+        params = {"op": op, "shift": shift, "zoom": zoom, "angle": angle}
+        if 3 in ops:
+            params["jitter"] = DC_NOISE * torch.randn(tuple(shape), generator=generator, device=generator.device)
+        return params
     raise ValueError(f"unknown augmentation {kind!r}; known: {', '.join(AUGMENTATIONS)}")
 
 
@@ -94,7 +102,7 @@ def apply(x: torch.Tensor, kind: str, params: Params) -> torch.Tensor:
     if kind in ("flip_crop", "crop"):
         out = _crop(x, crop_pad(x.shape[-1]), params["top"], params["left"])
         return torch.where(params["flip"][:, None, None, None], out.flip(3), out) if kind == "flip_crop" else out
-    if kind == "dc":
+    if kind in DC_STRATEGIES:
         return _dc(x, params)
     raise ValueError(f"unknown augmentation {kind!r}; known: {', '.join(AUGMENTATIONS)}")
 
@@ -111,7 +119,7 @@ def _crop(x: torch.Tensor, pad: int, top: torch.Tensor, left: torch.Tensor) -> t
 
 
 def _dc(x: torch.Tensor, params: Params) -> torch.Tensor:
-    """DC's 'crop_scale_rotate_noise': one op per image (crop as an integer translation)."""
+    """One DC op per image (crop as an integer translation, scale, rotate, noise by op code)."""
     op, shift, zoom, angle = params["op"], params["shift"], params["zoom"], params["angle"]
     n = len(x)
     is_crop, is_scale, is_rot = (op == 0)[:, None], (op == 1)[:, None], (op == 2)[:, None]
@@ -126,6 +134,8 @@ def _dc(x: torch.Tensor, params: Params) -> torch.Tensor:
     theta = torch.stack([torch.stack([a, b, tx], 1), torch.stack([c, d, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if "jitter" not in params:
+        return out
     is_noise = (op == 3)[:, None, None, None]
     return torch.where(is_noise, x + params["jitter"].to(x.dtype), out)
 

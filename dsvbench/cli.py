@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .atomic import read_json_object
-from .config import PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
+from .config import EVAL_RECIPES, PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
 from .harness import method_recipe, needs_pretrained, prepare, provenance, run, usable_cores
 from .fulldata import full_data_accuracies, load_full_data
@@ -42,6 +42,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# --protocol: models retrained per set (the DC paper: ``--num_eval 20`` of its reference main.py)
+PROTOCOLS = {"suite": 1, "dc-paper": 20}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="dsvbench", description=(
         "Dataset distillation / coreset selection at tiny budgets: reproduces Table 1 of "
@@ -58,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ipc", type=int, default=1, help="images per class (default 1)")
     add("--model", default="convnet", help="architecture of θ* and of the condensation (default convnet)")
     add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
-    add("--evals-per-set", type=int, default=1, help="fresh networks retrained per condensed set")
-    add("--eval-recipe", choices=["dc", "dsv", "adam"], help="force one retraining recipe on every column")
+    add("--evals-per-set", type=int, help="fresh networks retrained per condensed set (default 1; "
+        "--protocol dc-paper: 20)")
+    add("--protocol", choices=list(PROTOCOLS), default="suite",
+        help="models per set: suite = --evals-per-set (default 1); dc-paper = the DC paper's 20 freshly "
+             "initialised models per set (its --num_eval 20; with --seeds 5, its 5 × 20)")
+    add("--eval-recipe", choices=EVAL_RECIPES, help="force one retraining recipe on every column")
     add("--preset", choices=["seed", "neurips", "recon"], default="seed",
         help="DSV recipe preset: seed = the arXiv paper's reading (default); neurips = the NeurIPS 2024 "
              "version (per-parameter L1, output-margin stationarity, all parameters of a norm-free θ*, "
@@ -129,7 +137,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for method in methods:
         METHODS.get(method)
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
-    for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", args.evals_per_set),
+    evals_per_set = PROTOCOLS[args.protocol] if args.evals_per_set is None else args.evals_per_set
+    if args.protocol != "suite" and evals_per_set != PROTOCOLS[args.protocol]:
+        raise UserError(f"--protocol {args.protocol} retrains {PROTOCOLS[args.protocol]} models per set; "
+                        f"--evals-per-set {evals_per_set} contradicts it (drop one of them)")
+    for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", evals_per_set),
                         ("--jobs", args.jobs), ("--eval-epochs", args.eval_epochs),
                         ("--pretrain-epochs", args.pretrain_epochs)):
         if value is not None and value < 1:  # 0 is an error, not "the default"
@@ -142,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     config = BenchConfig(
         data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
         eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
-        methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=args.evals_per_set,
+        methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,
         method_overrides=overrides,
         device=args.device, jobs=_worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),

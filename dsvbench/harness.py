@@ -69,21 +69,18 @@ def method_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str) -> A
 def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str):
     """The recipe the column is retrained with: its published one unless one is forced.
 
-    A method recipe may adjust its column's evaluation with ``eval_overrides()`` (DC with
-    ``dsa=True`` is evaluated as DSA was: DSA augmentation, 1000 epochs); ``--eval-recipe``
-    replaces the recipe and ``--eval-epochs`` the epoch count whatever the method asks.
+    A method recipe may name its column's recipe with a ``retrain`` attribute (the DSV columns'
+    field; DC with ``dsa=True`` names ``dsa``, evaluated as DSA was); ``--eval-recipe`` replaces
+    the recipe and ``--eval-epochs`` the epoch count whatever the method asks.  Defaults that
+    depend on the retrained architecture (DC's augmentation for a batch-norm ConvNet) follow it.
     """
     overrides, recipe = {}, method_recipe(config, spec, dataset_name)
-    if config.eval_recipe is None:
-        hook = getattr(recipe, "eval_overrides", None)
-        overrides.update(hook() if hook else {})
     if config.eval_epochs is not None:
         overrides["epochs"] = config.eval_epochs
     if config.eval_precision != "fp32":
         overrides["precision"] = config.eval_precision
-    # a method recipe may name its column's recipe (the DSV columns' ``retrain`` field)
     name = config.eval_recipe or getattr(recipe, "retrain", None) or spec.eval_recipe
-    return eval_recipe(name, dataset_name, **overrides)
+    return eval_recipe(name, dataset_name, config.retrain_model, **overrides)
 
 
 def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:

@@ -303,8 +303,30 @@ def _maybe(row: Any, name: str, fmt: str) -> str:
     return fmt.format(value) if value is not None and pd.notna(value) else "–"
 
 
+DC_PAPER_PROTOCOL = (5, 20)   # the DC paper: 5 experiments (sets) x 20 freshly initialised models each
+
+
+def protocol_note(summary: pd.DataFrame) -> list[str]:
+    """Which protocol each column's cell follows: sets (seeds) × models per set, and whether
+    that is the DC paper's (``--protocol dc-paper``: 5 sets × 20 models, mean ± std over all
+    100 models, ddof 0 — ``main.py --num_exp 5 --num_eval 20`` of its reference code)."""
+    if summary.empty:
+        return []
+    groups: dict[str, list[str]] = {}
+    for row in summary.drop_duplicates("column").itertuples():
+        seeds, n = int(row.seeds), int(row.n)
+        per_set = f"{n // seeds}" if seeds and n % seeds == 0 else f"{n}/{seeds}"
+        label = f"{seeds} × {per_set}"
+        if (seeds, n) == (DC_PAPER_PROTOCOL[0], DC_PAPER_PROTOCOL[0] * DC_PAPER_PROTOCOL[1]):
+            label += " (the DC paper's)"
+        groups.setdefault(label, []).append(str(row.table_name))
+    parts = "; ".join(f"{', '.join(names)}: {label}" for label, names in groups.items())
+    return [f"protocol (sets × models per set): {parts}; the DC paper's cells are 5 × 20 "
+            "(mean ± std over all 100 models)"]
+
+
 def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*notes, *summary.attrs.get("notes", [])]
+    notes = [*notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     parts = [tabulate(rows, header, tablefmt="simple"), "", tabulate(drows, dheader, tablefmt="simple"),
@@ -313,7 +335,7 @@ def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*notes, *summary.attrs.get("notes", [])]
+    notes = [*notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     notes_md = "".join(f"\n- {n}" for n in (STD_NOTE, *notes))

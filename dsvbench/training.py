@@ -2,6 +2,7 @@
 with the ``dc`` (SGD) or ``dsv`` (SAM) recipe, and test accuracy."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,17 +64,17 @@ def train_on_set(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, r
                  generator: torch.Generator, on_epoch: Callable[[int], None] | None = None) -> float:
     """Train ``model`` from its current weights on (images, labels) with ``recipe``.
 
-    The learning rate is multiplied by 0.1 once, after ``lr_decay_at`` of the epochs
-    (DC: at epoch E/2 + 1).  Returns the final training loss.
+    ``recipe.passes`` passes over the set; the learning rate is multiplied by 0.1 once, at the
+    start of pass ``recipe.drop_pass``, with a fresh optimizer when ``recipe.reset_at_drop``
+    (the DC reference's ``evaluate_synset``; see :class:`EvalRecipe`).  Returns the final
+    training loss.
     """
     optimizer = make_optimizer(model, recipe)
-    decay_epoch = int(recipe.epochs * recipe.lr_decay_at) + 1
     loss = torch.tensor(float("nan"))
     model.train()
-    for epoch in range(recipe.epochs):
-        if epoch == decay_epoch:
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.1
+    for epoch in range(recipe.passes):
+        if epoch == recipe.drop_pass:
+            optimizer = drop_learning_rate(model, optimizer, recipe)
         for batch in minibatches(len(labels), recipe.batch_size, generator):
             batch = batch.to(images.device)
             inputs, targets = augment(images[batch], recipe.augment, generator), labels[batch]
@@ -81,6 +82,17 @@ def train_on_set(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, r
         if on_epoch is not None:
             on_epoch(epoch)
     return float(loss)
+
+
+def drop_learning_rate(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: EvalRecipe
+                       ) -> torch.optim.Optimizer:
+    """The learning rate ×0.1: a new optimizer at that rate (state from zero) when
+    ``recipe.reset_at_drop``, else the same optimizer with its rate scaled."""
+    if recipe.reset_at_drop:
+        return make_optimizer(model, dataclasses.replace(recipe, lr=recipe.lr * 0.1))
+    for group in optimizer.param_groups:
+        group["lr"] *= 0.1
+    return optimizer
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,

@@ -50,11 +50,12 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Ten
     gradients = vmap(grad(loss), in_dims=(0, 0, 0, 0))
     momentum: Stacked = {}
     lr = recipe.lr
-    decay_epoch = int(recipe.epochs * recipe.lr_decay_at) + 1
     size = len(sets_y[0])
-    for epoch in range(recipe.epochs):
-        if epoch == decay_epoch:
+    for epoch in range(recipe.passes):
+        if epoch == recipe.drop_pass:     # as training.drop_learning_rate
             lr *= 0.1
+            if recipe.reset_at_drop:
+                momentum.clear()
         orders = [torch.randperm(size, generator=g).split(recipe.batch_size) for g in generators]
         for step in range(len(orders[0])):
             batches = [order[step].to(x.device) for order, x in zip(orders, sets_x)]
