@@ -26,6 +26,7 @@ harness's choice (``--eval-recipe`` / the ``dsa`` augmentation of the eval recip
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ from dsvbench.models import MODELS
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
 from dsvbench.registry import UserError
 from dsvbench.vectorized import supports_stacking
+from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 
 # Reference ``get_loops``: IPC -> (outer loop, inner loop); the outer loop always equals the IPC.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -63,6 +65,9 @@ class DCRecipe:
       both "get similar performances"; later work (DSA, DM) initializes from real images.
     * ``dsa`` — Differentiable Siamese Augmentation with ``dsa_strategy``.
     """
+    RANGES: ClassVar[dict[str, Range]] = {
+        "iterations": count(1), "lr_img": POSITIVE, "lr_net": POSITIVE, "momentum_img": UNIT,
+        "momentum_net": UNIT, "batch_real": count(1, MAX_SIZE), "batch_train": count(1, MAX_SIZE)}
     iterations: int = 1000
     outer_loop: int = 0
     inner_loop: int = 0

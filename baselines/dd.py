@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_b
 from dsvbench.models import MODELS
 from dsvbench.registry import UserError
 from dsvbench.vectorized import supports_stacking
+from dsvbench.ranges import DECAY, MAX_SIZE, POSITIVE, UNIT, Range, count
 
 LOG_EVERY = 50   # outer iterations between progress reports / finiteness checks (host syncs)
 
@@ -55,6 +57,10 @@ class DDRecipe:
     * Networks come from the run's model registry with its default initialization
       (the reference used LeNet/AlexCifarNet with Xavier init; Table 1 uses ConvNet).
     """
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": count(1), "batch_size": count(1, MAX_SIZE), "lr": POSITIVE, "beta1": UNIT, "beta2": UNIT,
+        "decay_epochs": count(1), "decay_factor": DECAY, "distill_lr": POSITIVE, "distill_epochs": count(1),
+        "images_per_class_per_step": count(1)}
     epochs: int = 400
     batch_size: int = 1024
     lr: float = 0.01

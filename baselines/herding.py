@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ from dsvbench.methods.base import cached_for_model
 from dsvbench.models import create_model
 from dsvbench.registry import UserError
 from dsvbench.training import minibatches
+from dsvbench.ranges import MAX_SIZE, Range, count
 
 FEATURE_KINDS = ("pretrained", "per-seed", "random-init", "pixels")
 CRITERIA = ("argmin", "argmax")
@@ -91,6 +93,7 @@ class HerdingRecipe:
     dataset, ``PretrainRecipe.for_dataset``; ``--pretrain-epochs`` does not change it).
     ``batch_size`` — images embedded at a time (choice; no effect on the result).
     """
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": count(1, MAX_SIZE)}
     features: str = "pretrained"
     criterion: str = "argmin"
     normalize: str = "none"

@@ -10,8 +10,9 @@ import pickle
 import re
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -26,9 +27,41 @@ def read_json_object(path: Path | str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+_ROOTS: list[Path] = []   # where writes may land (``confine``); empty = anywhere
+
+
+class EscapesRoots(OSError):
+    """A write whose folder resolves outside ``--out`` and ``--cache-dir`` (a symlinked folder)."""
+
+
+@contextmanager
+def confined(*roots: Path | str) -> Iterator[None]:
+    """Inside the block, :func:`_atomic_write` writes only under ``roots`` (resolved now): a folder
+    inside them that is a symlink to elsewhere cannot redirect a run's outputs.  Restored after."""
+    saved = list(_ROOTS)
+    _ROOTS[:] = [Path(root).expanduser().resolve() for root in roots]
+    try:
+        yield
+    finally:
+        _ROOTS[:] = saved
+
+
+def _check_inside(folder: Path) -> None:
+    if not _ROOTS:
+        return
+    real = folder.resolve()
+    if not any(real == root or root in real.parents for root in _ROOTS):
+        raise EscapesRoots(f"refusing to write into {folder}: it resolves to {real}, outside --out and "
+                           f"--cache-dir ({', '.join(map(str, _ROOTS))}); a symlinked folder?")
+
+
 def _atomic_write(path: Path | str, write) -> Path:
+    """Write ``path`` through a uniquely named temporary file created beside it (``mkstemp``:
+    O_CREAT|O_EXCL, so a planted link at the temporary name is never followed), then
+    ``os.replace`` — which replaces a symlink at ``path`` itself instead of writing through it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _check_inside(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

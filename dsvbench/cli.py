@@ -11,6 +11,7 @@ import importlib.util
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .atomic import read_json_object
+from .atomic import confined, read_json_object
 from .config import EVAL_RECIPES, PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
+from .ranges import MAX_SEEDS, RangeError, check_bench_config
 from .harness import method_recipe, needs_pretrained, prepare, provenance, run, usable_cores
 from .fulldata import full_data_accuracies, load_full_data
 from .methods import METHODS, load_methods
@@ -31,7 +33,7 @@ from .plan import Plan, resolve
 from .process import keep_freed_memory
 from .registry import UserError
 from .report import render_report
-from .results import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, render_text, select_records,
+from .results import (CODE_NOTE, SPLIT_NOTE, remove_outputs, load_failures, load_records, merge_runs, render_text, select_records,
                       set_aside_unreadable, table_notes, write_outputs)
 
 
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic of retraining and test evaluation: fp32 (default, exact), tf32 (CUDA: TF32 + cuDNN "
              "autotuning), bf16 (bfloat16 autocast); stored in every record's eval recipe")
     add("--pretrain-epochs", type=int, help="epochs of θ* pretraining (default: per dataset)")
+    add("--force", action="store_true", help="accept counts past the work bounds this suite checks "
+        "(seeds, epochs, steps, sizes far above any published budget); never values outside a range")
     add("--set", dest="overrides", action="append", default=[], metavar="METHOD.FIELD=VALUE",
         help="override a method recipe field, e.g. --set dc.iterations=200 (repeatable)")
     add("--herding-features", choices=["pretrained", "random-init", "pixels"],
@@ -136,6 +140,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                if args.methods == ["all"] else args.methods)
     for method in methods:
         METHODS.get(method)
+    if not args.seed_list and args.seeds > MAX_SEEDS and not args.force:   # before building the tuple
+        raise UserError(f"--seeds={args.seeds} is more than this suite runs on one machine (bound {MAX_SEEDS}); "
+                        "pass --force if you mean it")
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
     evals_per_set = PROTOCOLS[args.protocol] if args.evals_per_set is None else args.evals_per_set
     if args.protocol != "suite" and evals_per_set != PROTOCOLS[args.protocol]:
@@ -161,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,
-        ddrs_weight=ddrs_weight(args))
+        ddrs_weight=ddrs_weight(args), force=args.force)
     return check_config(config, args.jobs)
 
 
@@ -170,6 +177,14 @@ def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig
     every recipe override, backend / scheduler / device / precision, writable folders.  With a
     scheduler and no ``jobs_requested``, ``jobs`` becomes the cluster's worker threads."""
     load_methods()
+    try:   # types and ranges of every field (a hand-edited run.json too), before anything uses them
+        check_bench_config(config)
+    except RangeError as error:
+        raise UserError(str(error)) from None
+    if config.eval_recipe is not None and config.eval_recipe not in EVAL_RECIPES:
+        raise UserError(f"eval recipe {config.eval_recipe!r} is unknown; known: {', '.join(EVAL_RECIPES)}")
+    if config.eval_precision not in PRECISIONS:
+        raise UserError(f"eval precision {config.eval_precision!r} is unknown; known: {', '.join(PRECISIONS)}")
     DATASETS.get(config.data.name)
     for model in (config.model, config.eval_model):
         if model:
@@ -190,6 +205,7 @@ def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig
         raise UserError(f"--jobs {jobs_requested} with --device {config.device}: one process per GPU (processes "
                         "sharing a GPU slow each other down); seeds are batched inside each method, use --jobs 1 "
                         "(on several GPUs: one dask worker per GPU and --scheduler, see the README)")
+    _check_apart(config)
     _check_writable(Path(config.out), "--out")
     _check_writable(Path(config.cache_dir), "--cache-dir")
     if config.scheduler:   # last: connecting takes up to cluster.CONNECT_TIMEOUT seconds
@@ -258,21 +274,41 @@ def _check_device(device: str) -> None:
         raise UserError(f"--device {device}: dsvbench runs on cpu, cuda[:N], mps or xpu, not {parsed.type}")
 
 
+EMBEDDED_DATASETS = ("digits",)   # read nothing under --data-root
+
+
+def _check_apart(config: BenchConfig) -> None:
+    """--out and --cache-dir neither inside the data root nor holding it: a run writes records/,
+    sets/, figures/ … and the next read of the data would take them for classes or files."""
+    if config.data.name in EMBEDDED_DATASETS:
+        return
+    root = Path(config.data.root).expanduser().resolve()
+    for flag, folder in (("--out", config.out), ("--cache-dir", config.cache_dir)):
+        path = Path(folder).expanduser().resolve()
+        if path == root or root in path.parents or path in root.parents:
+            inside = "is" if path == root else ("is inside" if root in path.parents else "holds")
+            raise UserError(f"{flag} {folder} {inside} the data root {config.data.root}; "
+                            "keep outputs and data apart (choose another folder)")
+
+
 def _check_writable(folder: Path, flag: str) -> None:
     """``folder`` exists (created if needed) and takes a file, checked before any work starts."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {folder} is a file, not a folder; choose a folder (it is created if missing)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")   # O_EXCL: never through a link
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         raise UserError(f"{flag} {folder}: cannot write there ({error.strerror or error}); "
                         f"choose another folder") from None
 
 
 def check_ipc(config: BenchConfig, class_counts: torch.Tensor) -> None:
+    if len(class_counts) < 2:
+        raise UserError(f"{config.data.name} at {config.data.root} has {len(class_counts)} class(es); "
+                        "a benchmark needs at least 2 (one class is 100 % by construction)")
     smallest = int(class_counts.min())
     if config.ipc > smallest:
         raise UserError(f"--ipc {config.ipc} is larger than the smallest class of {config.data.name} "
@@ -360,6 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"dsvbench: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:   # a full disk, an I/O error: one line; finished records stay valid
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"dsvbench: error: {error.strerror or error}{where}; no table or run.json was left that looks "
+              "complete — finished records are kept, rerun to complete", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # every finished record is on disk already: say so, no traceback
         records = Path(args.out or f"results/{args.dataset}-ipc{args.ipc}") / "records"
         finished = sum(1 for _ in records.glob("*.json")) if records.is_dir() and not args.from_dirs else 0
@@ -391,6 +432,11 @@ def _main(args: argparse.Namespace) -> int:
         config, replayed = replay_config(args)
     else:
         config = config_from_args(args)
+    with confined(config.out, config.cache_dir):   # dsvbench.atomic: every write lands under these two
+        return _run(args, config, replayed, started)
+
+
+def _run(args: argparse.Namespace, config: BenchConfig, replayed: Any, started: float) -> int:
     plan = resolve(config)
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())
@@ -413,7 +459,11 @@ def _main(args: argparse.Namespace) -> int:
                             ddrs_weight=config.ddrs_weight)
     if not summary.empty:
         print(render_text(summary, notes))
-        render_report(config.out, summary, records, [config.out])   # figures/ and report.html
+        try:
+            render_report(config.out, summary, records, [config.out])   # figures/ and report.html
+        except OSError:
+            remove_outputs(config.out)
+            raise
     failed = [o for o in outcomes if o["error"]]
     for outcome in failed:
         seeds = ", ".join(map(str, outcome["task"].seeds))
@@ -462,7 +512,8 @@ def _rerender(args: argparse.Namespace) -> int:
     render_report(out, summary, records, args.from_dirs)   # figures/ and report.html, from the stored sets
     for failure in sum((load_failures(f) for f in args.from_dirs), []):
         print(f"failed job {failure['method']} seed {failure['seed']}: {failure['error']}")
-    return 0
+    damaged = [line for line in left_out if "unreadable record" in line]
+    return 1 if damaged else 0   # a table rendered without a damaged record is not a clean result
 
 
 def _rerender_target(args: argparse.Namespace) -> Path:

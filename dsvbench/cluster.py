@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .config import BenchConfig
     from .harness import Task
 
-CONNECT_TIMEOUT = 5   # seconds: an unreachable --scheduler is one line and exit 2, not a 30 s wait
+CONNECT_TIMEOUT = 3   # seconds: an unreachable --scheduler is one line and exit 2, not a 30 s wait
 
 
 def check_scheduler(address: str, device: str) -> int:
@@ -34,13 +34,16 @@ def check_scheduler(address: str, device: str) -> int:
     returns their total thread count (the default ``--jobs`` on CPU)."""
     from distributed import Client
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        _probe_dask(address, CONNECT_TIMEOUT)
+        client = _within(lambda: Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False),
+                         CONNECT_TIMEOUT + 2, "no answer in the dask protocol")
     except Exception as error:  # noqa: BLE001 - OSError (refused, timed out), ValueError (bad address), ...
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"--scheduler {address}: no dask scheduler reachable there ({reason}); start one with "
                         "`dask scheduler` and give the address it prints (tcp://HOST:8786)") from None
     try:
-        workers = client.scheduler_info()["workers"]
+        workers = _within(lambda: client.scheduler_info()["workers"], CONNECT_TIMEOUT + 2,
+                          "the scheduler did not answer")
         if not workers:
             raise UserError(f"--scheduler {address}: the scheduler has no workers yet; start them with "
                             f"`dask worker {address} --nworkers 1 --nthreads 1` on each node, then run again")
@@ -49,6 +52,49 @@ def check_scheduler(address: str, device: str) -> int:
         return sum(worker["nthreads"] for worker in workers.values())
     finally:
         client.close()
+
+
+def _probe_dask(address: str, seconds: float) -> None:
+    """For ``tcp://HOST:PORT``: connect and read the first bytes the server sends.  A dask scheduler
+    sends its handshake at once (a frame count, a small little-endian integer); a server of another
+    protocol (an HTTP server, say) sends nothing until asked, or something else.  Raises OSError
+    naming which, before a dask client is made (a client to such a server hangs, and so does its exit)."""
+    import socket
+    import struct
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds) as sock:
+        sock.settimeout(seconds)
+        try:
+            head = sock.recv(8)
+        except socket.timeout:
+            raise OSError(f"the server at {address} accepted the connection but sent no dask handshake "
+                          f"within {seconds:g} s (another protocol?)") from None
+    if len(head) < 8 or not 1 <= struct.unpack("<Q", head)[0] <= 64:
+        raise OSError(f"the server at {address} does not speak dask's protocol (first bytes {head[:8]!r})")
+
+
+def _within(call: Any, seconds: float, what: str) -> Any:
+    """``call()`` on a daemon thread, or TimeoutError after ``seconds``: a server that accepts the
+    connection but never speaks dask's protocol (an HTTP server, say) must not hang the run (the
+    stuck thread is a daemon, so it does not hold the exit either)."""
+    import threading
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+    thread = threading.Thread(target=target, daemon=True, name="dsvbench-connect")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _check_one_task_per_gpu(address: str, workers: dict[str, Any], gpus: dict[str, str]) -> None:

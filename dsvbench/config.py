@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from .ranges import FRACTION, MAX_EVALS_PER_SET, MAX_PRETRAIN_EPOCHS, MAX_SIZE, NON_NEGATIVE, POSITIVE, Range, count
 
 # Datasets whose labels flip meaning under a horizontal flip (digits): no flip there.
 DIGIT_DATASETS = ("digits", "mnist", "svhn")
@@ -30,6 +32,9 @@ POLISH_PARAMS = ("classifier", "all")
 @dataclass(frozen=True)
 class PretrainRecipe:
     """θ* training (paper, Appendix B): Adam lr 1e-3, weight decay 5e-3, flip + crop."""
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": count(1, MAX_PRETRAIN_EPOCHS), "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+        "batch_size": count(1, MAX_SIZE), "seed": Range(0, 2 ** 63, high_open=True), "polish_steps": count(0)}
     epochs: int = 30                 # choice: the paper gives no epoch count
     lr: float = 1e-3
     weight_decay: float = 5e-3
@@ -166,6 +171,9 @@ def eval_recipe(name: str, dataset: str, model: str | None = None, **overrides: 
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run: the grid of (method × seed × eval) jobs and where they go."""
+    RANGES: ClassVar[dict[str, Range]] = {
+        "ipc": count(1, MAX_SIZE), "evals_per_set": count(1, MAX_EVALS_PER_SET), "eval_epochs": count(1),
+        "jobs": count(1, 4096), "ddrs_weight": FRACTION}
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "convnet"
     eval_model: str | None = None           # cross-architecture evaluation; None = same as model
@@ -188,6 +196,7 @@ class BenchConfig:
     preset: str = "seed"                    # DSV recipe preset (--preset): seed | neurips
     scores: bool = False                    # --scores: full-data accuracy per seed and recipe, for HLR / DDRS
     ddrs_weight: float = 0.5                # --ddrs-weight: w of DD-Ranking's score (dsvbench.scores)
+    force: bool = False                     # --force: lift the work bounds of dsvbench.ranges (never the ranges)
 
     @property
     def defaults_dataset(self) -> str:

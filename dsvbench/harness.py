@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from joblib import Parallel, delayed
 
-from .atomic import atomic_torch_save, atomic_write_json
+from .atomic import atomic_torch_save, atomic_write_json, confined
 from .config import BenchConfig, PretrainRecipe, config_hash, eval_recipe, to_dict
 from .data import ImageDataset, load_dataset
 from .images import save_grid
-from .methods import METHODS, BuildContext, CondensedSet, MethodSpec, load_methods
+from .methods import METHODS, BuildContext, CondensedSet, MethodFailed, MethodSpec, load_methods
 from .models import create_model
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
 from .process import configure
@@ -63,7 +63,7 @@ def derive_seed(*parts: Any) -> int:
 
 def method_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str) -> Any:
     overrides = {field: value for method, field, value in config.method_overrides if method == spec.name}
-    return spec.make_recipe(dataset_name, overrides)
+    return spec.make_recipe(dataset_name, overrides, config.force)
 
 
 def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str):
@@ -173,6 +173,12 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
              loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
     """Build (or load) the sets of the task's seeds, then retrain every pending (set, eval) of
     them as one stacked population; one record per (seed, eval), written as soon as it exists."""
+    with confined(config.out, config.cache_dir):   # in worker processes too: nothing written elsewhere
+        return _run_task(config, task, progress, loaded)
+
+
+def _run_task(config: BenchConfig, task: Task, progress: bool,
+              loaded: tuple[ImageDataset, Pretrained | None] | None) -> list[dict[str, Any]]:
     from .plan import resolve   # the plan reads this module's key functions
     dataset, run_pretrained = loaded or prepare(config, progress=False)
     column = resolve(config).column(task.method)
@@ -247,9 +253,10 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
     """(set, build_info) per (job, key): from the cache, else built — all uncached seeds in one
     ``build_all`` call (batched when the method has ``build_many``) and cached one by one."""
     cache = {key: Path(config.cache_dir) / "sets" / f"{spec.name}-{key}.pt" for _, key in jobs_keys}
+    claims = {key: set_claims(key, spec.name, job.seed, config.ipc, dataset) for job, key in jobs_keys}
     found = {}
     for _, key in jobs_keys:
-        cached = _load_cached_set(cache[key]) if cache[key].exists() else None
+        cached = _load_cached_set(cache[key], claims[key]) if cache[key].exists() else None
         if cached is not None:
             found[key] = cached
     missing = [(job, key) for job, key in jobs_keys if key not in found]
@@ -283,12 +290,15 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
                 sets = spec.build_all([contexts[i] for i in group], recipe)
                 seconds = time.perf_counter() - start
                 for i, condensed in zip(group, sets):
+                    problem = set_problem(condensed, claims[missing[i][1]]["image_shape"], dataset.num_classes)
+                    if problem:
+                        raise MethodFailed(f"{spec.name} built a set that {problem}")
                     build_info = {"build_seconds": seconds / len(group), "build_batch": len(group),
                                   **_peak_memory(device)}
                     key = missing[i][1]
                     state = condensed.state_dict()
-                    atomic_torch_save({"set": state, "build_info": build_info, "sha256": set_digest(state)},
-                                      cache[key])
+                    atomic_torch_save({"set": state, "build_info": build_info, "claims": claims[key],
+                                       "sha256": set_digest(state, claims[key])}, cache[key])
                     found[key] = (condensed, build_info)
         finally:
             for bar in bars:
@@ -464,21 +474,59 @@ def _announce(outcome: dict[str, Any]) -> None:
               f"retrain {record['retrain_seconds']:.1f}s)", file=sys.stderr, flush=True)
 
 
-def _load_cached_set(path: Path) -> tuple[CondensedSet, dict[str, Any]] | None:
+def set_claims(key: str, method: str, seed: int, ipc: int, dataset: ImageDataset) -> dict[str, Any]:
+    """What a cached set claims to be, stored inside its file and checked on load: its key and
+    what the key stands for (method, seed, IPC), and the image shape and classes it must have."""
+    shape = dataset.shape
+    return {"key": key, "method": method, "seed": int(seed), "ipc": int(ipc),
+            "image_shape": [shape.channels, shape.size, shape.size], "num_classes": int(dataset.num_classes)}
+
+
+def _load_cached_set(path: Path, claims: dict[str, Any]) -> tuple[CondensedSet, dict[str, Any]] | None:
     """A cached condensed set and its build info; None (so it is rebuilt) when the file is unsafe,
-    truncated or malformed, said in one line naming it (:func:`load_cache_file`)."""
+    truncated or malformed, claims another key (method, seed, IPC) or holds a set that cannot be the
+    one asked for — wrong image shape, labels outside the classes, non-finite values — said in one
+    line naming the file (:func:`load_cache_file`)."""
     from .atomic import CacheMismatch, load_cache_file
 
     def use(state):
-        if state.get("sha256") != set_digest(state["set"]):
+        if state.get("claims") != claims:
+            stored = state.get("claims")
+            differing = (", ".join(f"{k}={stored.get(k)!r} (expected {v!r})" for k, v in claims.items()
+                                   if stored.get(k) != v) if isinstance(stored, dict) else "no claims (older format)")
+            raise CacheMismatch(f"belongs to another set: {differing}")
+        if state.get("sha256") != set_digest(state["set"], claims):
             raise CacheMismatch("does not match the sha256 stored with it (changed or damaged on disk)")
-        return CondensedSet.from_state_dict(state["set"]), dict(state["build_info"])
+        condensed = CondensedSet.from_state_dict(state["set"])
+        problem = set_problem(condensed, claims["image_shape"], claims["num_classes"])
+        if problem:
+            raise CacheMismatch(problem)
+        return condensed, dict(state["build_info"])
     return load_cache_file(path, use, "cached set")
 
 
-def set_digest(state: dict[str, Any]) -> str:
-    """sha256 of a condensed set's state (tensor bytes and metadata), stored beside it in the cache
-    and checked on load: a well-formed but altered set is rebuilt, never used."""
+def set_problem(condensed: CondensedSet, image_shape: list[int], num_classes: int) -> str | None:
+    """Why ``condensed`` cannot be a set of this dataset (None when it can): images N×C×H×W of the
+    dataset's shape, one integer label per image within the classes, finite images and weights."""
+    images, labels, weights = condensed.images, condensed.labels, condensed.weights
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or list(images.shape[1:]) != list(image_shape):
+        return f"holds images of shape {tuple(getattr(images, 'shape', ()))}, not N×{'×'.join(map(str, image_shape))}"
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images) \
+            or labels.is_floating_point():
+        return f"holds {tuple(getattr(labels, 'shape', ()))} labels for {len(images)} images"
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        return f"holds labels outside 0..{num_classes - 1}"
+    if not torch.isfinite(images).all():
+        return "holds non-finite images (nan or inf)"
+    if weights is not None and (weights.shape[0] != len(images) or not torch.isfinite(weights).all()):
+        return "holds weights that do not match its images or are not finite"
+    return None
+
+
+def set_digest(state: dict[str, Any], claims: dict[str, Any] | None = None) -> str:
+    """sha256 of a condensed set's state (tensor bytes and metadata) and of what it claims to be,
+    stored beside it in the cache and checked on load: a well-formed but altered set is rebuilt,
+    never used."""
     digest = hashlib.sha256()
     for name in ("images", "labels", "weights"):
         value = state.get(name)
@@ -487,6 +535,8 @@ def set_digest(state: dict[str, Any]) -> str:
             digest.update(str((value.dtype, tuple(value.shape))).encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps(state.get("metadata", {}), sort_keys=True, default=str).encode())
+    if claims is not None:
+        digest.update(json.dumps(claims, sort_keys=True).encode())
     return digest.hexdigest()
 
 

@@ -20,19 +20,19 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .progress import progress_bar
-
-from .atomic import atomic_torch_save, load_cache_file
+from .atomic import CacheMismatch, atomic_torch_save, load_cache_file
 from .augment import augment
 from .config import PretrainRecipe, config_hash, to_dict
 from .data import ImageDataset
 from .models import create_model, has_batch_norm
+from .progress import progress_bar
 from .training import accuracy, minibatches
 
 
@@ -97,7 +97,8 @@ def _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, req
     key = pretrain_key(dataset, model_name, recipe)
     path = Path(cache_dir) / "pretrained" / f"{dataset.name}-{model_name}-{key}.pt"
     model = create_model(model_name, dataset.shape).to(device)
-    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model, "model"), "cached θ*",
+    claims = theta_claims(key, dataset, model_name, recipe)
+    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model, "model", claims), "cached θ*",
                              "pretraining it again", map_location=device) if path.exists() else None)
     if state is not None:
         dynamics = state.get("dynamics")
@@ -107,23 +108,44 @@ def _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, req
                               state["train_accuracy"], state["test_accuracy"],
                               state["seconds_per_epoch"], key, path)
         tqdm.write(f"cached model {path} has no training dynamics; pretraining again to record them")
-    return _pretrain(dataset, model_name, recipe, key, path, device, progress)
+    return _pretrain(dataset, model_name, recipe, key, path, device, progress, claims)
 
 
-def _checked_checkpoint(state: dict, module: nn.Module, weights: str) -> dict:
-    """``state`` after loading ``state[weights]`` into ``module``; raises when anything is missing
-    or of the wrong kind (a damaged or foreign checkpoint is retrained, see ``load_cache_file``)."""
+def theta_claims(key: str, dataset: ImageDataset, model_name: str, recipe: PretrainRecipe) -> dict[str, Any]:
+    """What a cached θ* claims to be, stored inside its file and checked on load: its key, the
+    architecture, the Adam-stage recipe (epochs included), the dataset's content fingerprint and
+    the length of the training dynamics it must hold (one row per epoch, one column per image)."""
+    adam_stage = {k: v for k, v in to_dict(recipe).items() if k not in ("polish_steps", "polish_params")}
+    return {"key": key, "model_name": model_name, "recipe": adam_stage,
+            "dataset_fingerprint": dataset_fingerprint(dataset), "dynamics_shape": [recipe.epochs, len(dataset.train_y)]}
+
+
+def _checked_checkpoint(state: dict, module: nn.Module, weights: str, claims: dict[str, Any]) -> dict:
+    """``state`` after loading ``state[weights]`` into ``module``; raises when it claims another
+    θ* (key, architecture, recipe, data), holds non-finite weights or dynamics of the wrong length,
+    or when anything is missing or of the wrong kind (a damaged or foreign checkpoint is retrained,
+    see ``load_cache_file``)."""
+    stored = state.get("claims")
+    if stored != claims:
+        differing = (", ".join(f"{k} {stored.get(k)!r} (expected {v!r})" for k, v in claims.items()
+                               if stored.get(k) != v) if isinstance(stored, dict) else "no claims (older format)")
+        raise CacheMismatch(f"belongs to another θ*: {differing}")
     module.load_state_dict(state[weights])
+    if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
+        raise CacheMismatch("holds non-finite weights (nan or inf)")
     for name in ("train_accuracy", "test_accuracy", *(("seconds_per_epoch",) if weights == "model" else ())):
         state[name] = float(state[name])
     dynamics = state.get("dynamics")
     if dynamics is not None and not (isinstance(dynamics, torch.Tensor) and dynamics.dtype == torch.bool):
         raise ValueError("its training dynamics are not a bool tensor")
+    if dynamics is not None and "dynamics_shape" in claims and list(dynamics.shape) != claims["dynamics_shape"]:
+        raise CacheMismatch(f"holds training dynamics of shape {list(dynamics.shape)}, not {claims['dynamics_shape']} "
+                            "(epochs × training images)")
     return state
 
 
 def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, key: str, path: Path,
-              device: torch.device | str, progress: bool) -> Pretrained:
+              device: torch.device | str, progress: bool, claims: dict[str, Any]) -> Pretrained:
     generator = torch.Generator().manual_seed(recipe.seed)
     model = create_model(model_name, dataset.shape, generator).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -155,7 +177,7 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
     test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
     atomic_torch_save({"model": model.state_dict(), "dynamics": dynamics, "train_accuracy": train_acc,
                        "test_accuracy": test_acc, "seconds_per_epoch": seconds_per_epoch,
-                       "recipe": to_dict(recipe), "model_name": model_name}, path)
+                       "recipe": to_dict(recipe), "model_name": model_name, "claims": claims}, path)
     return Pretrained(model, dynamics, train_acc, test_acc, seconds_per_epoch, key, path)
 
 
@@ -168,7 +190,9 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
     path = base.path.with_name(f"{base.path.stem}-polish{'-all' if whole else ''}-{key}.pt")
     model = copy.deepcopy(base.model)
     entry = "model_polished" if whole else "classifier"
-    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model if whole else model.classifier, entry),
+    claims = {"key": key, "base_key": base.key, "polish_params": recipe.polish_params,
+              "polish_steps": recipe.polish_steps, "weight_decay": recipe.weight_decay}
+    state = (load_cache_file(path, lambda s: _checked_checkpoint(s, model if whole else model.classifier, entry, claims),
                              "cached polished θ*", "polishing it again", map_location=device)
              if path.exists() else None)
     if state is not None:
@@ -177,7 +201,7 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
     polished, train_acc, extra = (_polish_all if whole else _polish_classifier)(model, dataset, recipe, device)
     test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
     atomic_torch_save({entry: polished.state_dict(), "train_accuracy": train_acc, "test_accuracy": test_acc,
-                       "base_key": base.key, **extra}, path)
+                       "base_key": base.key, "claims": claims, **extra}, path)
     return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
                                key=key, path=path)
 

@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from .config import BenchConfig, to_dict
+from .ranges import RangeError, check_bench_config
 from .registry import UserError
 
 ALLOWED = ("out", "device", "jobs", "backend", "scheduler", "cache_dir", "quiet")
@@ -128,6 +129,10 @@ def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
                         "give only " + ", ".join("--" + name.replace("_", "-") for name in ALLOWED))
     info, path = read_run_json(args.replay)
     config, warnings = config_from_record(info["config"])
+    try:   # the recorded values' types and ranges, before anything below uses them
+        check_bench_config(config)
+    except RangeError as error:
+        raise UserError(f"--replay {path}: {error}") from None
     if "out" not in given:
         raise UserError("--replay needs --out NEW_FOLDER (the recorded run stays as it is)")
     if Path(args.out).resolve() == path.parent.resolve():

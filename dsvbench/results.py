@@ -6,6 +6,7 @@ DC literature; every output says so.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ RECORD_FIELDS = {"method": str, "table_name": str, "group": str, "order": (int, 
                  "eval.epochs": (int, float), "peak_memory_mb": (int, float), "needs": str, "eval_model": str}
 
 
+# Values a finished record can hold (finite, within these bounds); anything else is a damaged record.
+RECORD_RANGES = (("test_accuracy", 0.0, 100.0), ("seed", 0, 2 ** 63 - 1), ("eval_index", 0, 10 ** 6),
+                 ("ipc", 1, 10 ** 7), ("eval.epochs", 1, 10 ** 9), ("order", -10 ** 9, 10 ** 9))
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """The record in ``path``, or None when it is not JSON, not an object, or lacks a field the
     table needs (a damaged file must neither count as finished nor crash the table)."""
@@ -46,6 +52,10 @@ def _read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
     for name, kind in RECORD_FIELDS.items():
         if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
             return None, f"{'missing' if name not in record else 'malformed'} field {name!r}"
+    for name, low, high in RECORD_RANGES:
+        value = record[name]
+        if not (math.isfinite(value) and low <= value <= high):
+            return None, f"field {name!r} = {value!r} out of range [{low:g}, {high:g}]"
     return record, ""
 
 
@@ -394,10 +404,28 @@ def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict
         return summary
     summary, score_notes = add_scores(summary, records, full_data or [], ddrs_weight)
     summary.attrs["notes"] = score_notes
-    atomic_write_text(out / "results.csv", pd.DataFrame(records).sort_values(
-        ["method", "seed", "eval_index"]).to_csv(index=False))
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "table.md", render_markdown(summary, notes))
-    atomic_write_text(out / "table.tex", render_latex(summary))
-    atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "score_notes": score_notes, "std": STD_NOTE})
+    try:
+        atomic_write_text(out / "results.csv", pd.DataFrame(records).sort_values(
+            ["method", "seed", "eval_index"]).to_csv(index=False))
+        atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "table.md", render_markdown(summary, notes))
+        atomic_write_text(out / "table.tex", render_latex(summary))
+        atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "score_notes": score_notes,
+                                             "std": STD_NOTE})
+    except OSError:
+        remove_outputs(out)
+        raise
     return summary
+
+
+OUTPUT_FILES = ("results.csv", "summary.csv", "table.md", "table.tex", "run.json", "report.html")
+
+
+def remove_outputs(out: Path | str) -> None:
+    """Remove the run-level outputs (never the records): after a failed write, no table or
+    run.json that looks complete is left beside records that would not produce it."""
+    for name in OUTPUT_FILES:
+        try:
+            (Path(out) / name).unlink(missing_ok=True)
+        except OSError:
+            pass

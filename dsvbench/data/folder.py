@@ -8,6 +8,7 @@ RGB or L, because the benchmark stacks them into one tensor.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -55,18 +56,17 @@ def class_images(class_dir: Path) -> list[os.DirEntry]:
     return entries
 
 
-def folder_signature(root: Path) -> list[tuple[str, str, str, int]]:
-    """(split, class, file name, size) of every image the reader reads: what keys the tensor cache.
-
-    Names and sizes, not modification times, so a copied folder still hits its cache; a class
-    or an image added, removed or rewritten with another size is a new key.
-    """
+def folder_signature(root: Path) -> list[tuple[str, str, str, str]]:
+    """(split, class, file name, sha256 of its bytes) of every image the reader reads: what keys the
+    tensor cache.  Content, not sizes or modification times: a copied folder still hits its cache,
+    and any image rewritten in place — same name, size and mtime — is a new key."""
     signature = []
     for split in ("train", "test"):
         classes = sorted(entry.name for entry in os.scandir(root / split)
                          if entry.is_dir() and not entry.name.startswith("."))
         for name in classes:
-            signature += [(split, name, entry.name, entry.stat().st_size) for entry in class_images(root / split / name)]
+            signature += [(split, name, entry.name, hashlib.sha256(Path(entry.path).read_bytes()).hexdigest())
+                          for entry in class_images(root / split / name)]
     return signature
 
 

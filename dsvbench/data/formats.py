@@ -152,10 +152,11 @@ def read_cifar_names(path: Path, key: str) -> list[str]:
 def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """SVHN cropped digits: ``X`` is 32×32×3×N, ``y`` is N×1 with 10 standing for digit 0."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         content = loadmat(path, variable_names=["X", "y"])
-    except (ValueError, TypeError, OSError, NotImplementedError) as error:
+    except (ValueError, TypeError, OSError, NotImplementedError, MatReadError) as error:
         raise UserError(f"cannot read {path} as a MATLAB file ({type(error).__name__}: {error}); "
                         f"re-download it") from None
     if "X" not in content or "y" not in content:

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..atomic import atomic_torch_save
 from ..models import InputShape, create_model
+from ..ranges import RangeError, check_recipe
 from ..registry import Registry, UserError
 
 
@@ -160,8 +161,10 @@ class MethodSpec:
                                    ("dynamics", self.needs_dynamics)) if flag]
         return "+".join(parts) or "nothing"
 
-    def make_recipe(self, dataset: str, overrides: dict[str, str] | None = None) -> Any:
-        """The recipe for ``dataset``: paper defaults, dataset defaults, then user overrides."""
+    def make_recipe(self, dataset: str, overrides: dict[str, str] | None = None, force: bool = False) -> Any:
+        """The recipe for ``dataset``: paper defaults, dataset defaults, then user overrides; every
+        numeric field checked against its declared range (:mod:`dsvbench.ranges`; ``force`` lifts
+        the work bounds only)."""
         values: dict[str, Any] = dict(self.recipe_defaults(dataset)) if self.recipe_defaults else {}
         fields = {f.name: f for f in dataclasses.fields(self.recipe)}
         for key, text in (overrides or {}).items():
@@ -169,7 +172,12 @@ class MethodSpec:
                 raise UserError(f"method {self.name!r} has no recipe field {key!r}; "
                                 f"fields: {', '.join(fields) or 'none'}")
             values[key] = parse_field_value(text, fields[key].type, f"{self.name}.{key}")
-        return self.recipe(**values)
+        recipe = self.recipe(**values)
+        try:
+            check_recipe(recipe, self.name, force)
+        except RangeError as error:
+            raise UserError(f"--set {error}") from None
+        return recipe
 
 
 def parse_field_value(text: str, type_name: Any, where: str) -> Any:

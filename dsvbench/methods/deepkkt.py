@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,7 @@ from ..augment import manifold_apply, manifold_draw
 from ..config import POLISH_PARAMS
 from .base import MethodFailed
 from .kkt_terms import ACTIVATIONS, DUALS, LAMBDA_INITS, floor_gradient, smooth_relus
+from ..ranges import FRACTION, MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 
 PARAM_SETS = ("all", "sensitive", "classifier")
 DISTANCES = ("l1", "sq_l2")
@@ -351,6 +353,13 @@ class KKTRecipe:
     wrong candidate at a noise start, 0 once θ* classifies them), so β = 1 puts the two on the
     same scale — the balance the paper asks for (its raw L_stat ran ~10× its L_primal).
     """
+    RANGES: ClassVar[dict[str, Range]] = {
+        "alpha_lambda": POSITIVE, "relu_alpha": POSITIVE, "lambda_momentum": UNIT, "beta": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE, "primal_weight": NON_NEGATIVE, "lambda_floor": NON_NEGATIVE,
+        "theta_weight_decay": NON_NEGATIVE, "aug_shift": FRACTION, "aug_scale": FRACTION,
+        "aug_brightness": NON_NEGATIVE, "aug_contrast": FRACTION, "chunk": count(1, MAX_SIZE),
+        "history_points": count(0, MAX_SIZE), "steps": count(0), "theta_epochs": count(0),
+        "theta_polish_steps": count(0)}
     params: str = "classifier"       # all | sensitive | classifier (module docstring; choice, measured)
     distance: str = "l1"             # l1 (Appendix B) | sq_l2 (Algorithm 1)
     sqrt: str = "signed"             # Appendix B's square root: signed | none

@@ -8,6 +8,7 @@ whose λ turns negative leave X, and the set is the top-IPC λ per class among t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from .base import BuildContext, CondensedSet, MethodFailed, batched_builder, reg
 from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                       rescale_due, rescale_groups, step_multipliers)
 from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
+from ..ranges import MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class DSVgRecipe(KKTRecipe):
     factor of 2), the prior weights (the paper names TV and norm priors without values; off),
     ``keep_per_class``, ``lambda_warmup``.
     """
+    RANGES: ClassVar[dict[str, Range]] = {
+        **KKTRecipe.RANGES, "alpha_x": POSITIVE, "momentum": UNIT, "init_std": POSITIVE,
+        "tv_weight": NON_NEGATIVE, "l2_weight": NON_NEGATIVE, "range_weight": NON_NEGATIVE,
+        "candidates_per_class": count(1, MAX_SIZE), "lowres_factor": count(1, 64)}
     candidates_per_class: int = 10   # N (choice)
     steps: int = 4000                # total steps (the authors' command line: 2000 + 2000)
     lowres_steps: int = 2000         # steps at low resolution before upscaling (the authors': 2000)

@@ -10,6 +10,7 @@ is computed by the harness from ``metadata["class_lambda_sums"]``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -19,6 +20,7 @@ from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, ca
 from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                       primal_loss, rescale_due, rescale_groups, step_multipliers)
 from .kkt_terms import initial_multipliers
+from ..ranges import MAX_SIZE, Range, count
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class DSVsRecipe(KKTRecipe):
     0.157 → 0.065) its top-λ set retrained to 53.2 ± 3.0 (the largest λ go to the least
     confidently classified images).
     """
+    RANGES: ClassVar[dict[str, Range]] = {**KKTRecipe.RANGES, "pool_per_class": count(0, MAX_SIZE)}
     pool_per_class: int = 0          # candidates per class; 0 = all training images of the class
     steps: int = 200                 # λ steps (choice)
     correct_only: bool = True        # pool only images θ* classifies correctly (choice)
