@@ -139,7 +139,7 @@ def test_records_missing_fields_are_named_and_counted_per_folder(capsys, tmp_pat
     a = write_run(tmp_path / "a", [record(seed=0), broken])
     [path] = [p for p in (a / "records").glob("*.json") if "eval.epochs" not in p.read_text()]
     code, _, err = render(capsys, "--from", str(a), "--out", str(tmp_path / "m"))
-    assert code == 0 and summary_of(tmp_path / "m").loc["DC", "n"] == 1
+    assert code == 1 and summary_of(tmp_path / "m").loc["DC", "n"] == 1    # rendered, but not a clean result
     assert err.strip().splitlines() == [
         f"dsvbench: record {path} is unreadable (missing field 'eval.epochs'); left out of the table",
         f"dsvbench: --from {a}: 1 unreadable record(s) left out (named above)"]
