@@ -67,6 +67,9 @@ def _atomic_write(path: Path | str, write) -> Path:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
+    except OSError as error:   # a full disk, an I/O error: name the file the run was writing
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -369,7 +369,14 @@ def budget_notes(config: BenchConfig) -> list[str]:
     """Everything that deviates from the published budgets, said in the output."""
     notes = []
     if config.eval_epochs is not None:
-        notes.append(f"REDUCED/CHANGED BUDGET: retraining for {config.eval_epochs} epochs (recipe default 300)")
+        from .harness import column_eval_recipe
+        unforced = dataclasses.replace(config, eval_epochs=None)
+        defaults = {}
+        for method in config.methods:
+            recipe = column_eval_recipe(unforced, METHODS.get(method), config.defaults_dataset)
+            defaults.setdefault(recipe.name, recipe.epochs)
+        said = ", ".join(f"{name} {epochs}" for name, epochs in defaults.items())
+        notes.append(f"REDUCED/CHANGED BUDGET: retraining for {config.eval_epochs} epochs (recipe default: {said})")
     preset = set(preset_overrides(config.preset, config.methods))
     if preset:
         fields = ", ".join(f"{m}.{f}={v}" for m, f, v in config.method_overrides if (m, f, v) in preset)
