@@ -444,6 +444,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, config: BenchConfig, replayed: Any, started: float) -> int:
+    provenance()   # the commit of the code this process loaded, asked now, not when a record is written
     plan = resolve(config)
     dataset = load_dataset(config.data, config.cache_dir)
     check_ipc(config, dataset.class_counts())

@@ -173,6 +173,7 @@ def run_task(config: BenchConfig, task: Task, progress: bool = True,
              loaded: tuple[ImageDataset, Pretrained | None] | None = None) -> list[dict[str, Any]]:
     """Build (or load) the sets of the task's seeds, then retrain every pending (set, eval) of
     them as one stacked population; one record per (seed, eval), written as soon as it exists."""
+    provenance()   # pinned when the task starts (a worker's first record may come much later)
     with confined(config.out, config.cache_dir):   # in worker processes too: nothing written elsewhere
         return _run_task(config, task, progress, loaded)
 
