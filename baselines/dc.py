@@ -37,9 +37,9 @@ from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_s
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
 from dsvbench.models import MODELS
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
+from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 from dsvbench.registry import UserError
 from dsvbench.vectorized import supports_stacking
-from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 
 # Reference ``get_loops``: IPC -> (outer loop, inner loop); the outer loop always equals the IPC.
 LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}

@@ -34,9 +34,9 @@ from torch.func import functional_call, grad, grad_and_value, stack_module_state
 
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
 from dsvbench.models import MODELS
+from dsvbench.ranges import DECAY, MAX_SIZE, POSITIVE, UNIT, Range, count
 from dsvbench.registry import UserError
 from dsvbench.vectorized import supports_stacking
-from dsvbench.ranges import DECAY, MAX_SIZE, POSITIVE, UNIT, Range, count
 
 LOG_EVERY = 50   # outer iterations between progress reports / finiteness checks (host syncs)
 

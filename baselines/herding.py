@@ -57,9 +57,9 @@ from dsvbench.config import PretrainRecipe, config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.methods.base import cached_for_model
 from dsvbench.models import create_model
+from dsvbench.ranges import MAX_SIZE, Range, count
 from dsvbench.registry import UserError
 from dsvbench.training import minibatches
-from dsvbench.ranges import MAX_SIZE, Range, count
 
 FEATURE_KINDS = ("pretrained", "per-seed", "random-init", "pixels")
 CRITERIA = ("argmin", "argmax")

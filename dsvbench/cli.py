@@ -24,17 +24,17 @@ from . import __version__
 from .atomic import confined, read_json_object
 from .config import EVAL_RECIPES, PRECISIONS, BenchConfig, DataConfig, PretrainRecipe, to_dict
 from .data import DATASETS, load_dataset
-from .ranges import MAX_SEEDS, RangeError, check_bench_config
 from .harness import method_recipe, needs_pretrained, prepare, provenance, run, usable_cores
 from .fulldata import full_data_accuracies, load_full_data
 from .methods import METHODS, load_methods
 from .models import MODELS
 from .plan import Plan, resolve
 from .process import keep_freed_memory
+from .ranges import MAX_SEEDS, RangeError, check_bench_config
 from .registry import UserError
 from .report import render_report
-from .results import (CODE_NOTE, SPLIT_NOTE, remove_outputs, load_failures, load_records, merge_runs, render_text, select_records,
-                      set_aside_unreadable, table_notes, write_outputs)
+from .results import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, remove_outputs, render_text,
+                      select_records, set_aside_unreadable, table_notes, write_outputs)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -45,9 +45,9 @@ from torch.func import functional_call
 from .. import pergroup
 from ..augment import manifold_apply, manifold_draw
 from ..config import POLISH_PARAMS
+from ..ranges import FRACTION, MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .base import MethodFailed
 from .kkt_terms import ACTIVATIONS, DUALS, LAMBDA_INITS, floor_gradient, smooth_relus
-from ..ranges import FRACTION, MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 
 PARAM_SETS = ("all", "sensitive", "classifier")
 DISTANCES = ("l1", "sq_l2")
