@@ -37,7 +37,10 @@ import torch.nn.functional as F
 # of each DC strategy, by the op codes of :func:`_dc` (0 crop, 1 scale, 2 rotate, 3 noise)
 DC_CROP, DC_SCALE, DC_ROTATE, DC_NOISE = 4, 0.2, 45, 0.001
 DC_STRATEGIES = {"dc": (0, 1, 2), "dc_noise": (0, 1, 2, 3), "dc_crop_noise": (0, 3)}
-AUGMENTATIONS = ("none", "flip_crop", "crop", *DC_STRATEGIES, "dsa")
+# DSA's strategies as augmentation kinds: ``dsa`` = its default; ``dsa_noflip`` = the one the DC/DSA
+# reference README gives for digit datasets (MNIST, SVHN: "flip augmentation is not good for digits")
+DSA_KINDS = {"dsa": "color_crop_cutout_flip_scale_rotate", "dsa_noflip": "color_crop_cutout_scale_rotate"}
+AUGMENTATIONS = ("none", "flip_crop", "crop", *DC_STRATEGIES, *DSA_KINDS)
 
 
 Params = dict[str, torch.Tensor]
@@ -63,8 +66,8 @@ def draw(kind: str, shape: tuple[int, ...] | torch.Size, generator: torch.Genera
     n, _, h, _ = shape
     if kind == "none":
         return {}
-    if kind == "dsa":
-        return dsa_draw(n, shape, generator)
+    if kind in DSA_KINDS:
+        return dsa_draw(n, shape, generator, DSA_KINDS[kind])
     if kind in ("flip_crop", "crop"):
         pad = crop_pad(shape[-1])
         params = {"top": _randint(0, 2 * pad + 1, (n,), generator),
@@ -96,7 +99,7 @@ def apply(x: torch.Tensor, kind: str, params: Params) -> torch.Tensor:
     """Augmentation ``kind`` with the drawn ``params`` (differentiable in ``x``)."""
     if kind == "none":
         return x
-    if kind == "dsa":
+    if kind in DSA_KINDS:
         return dsa_apply(x, params)
     params = {k: v.to(x.device) for k, v in params.items()}
     if kind in ("flip_crop", "crop"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from .augment import apply, draw, dsa_augment, merge
+from .augment import DSA_KINDS, apply, draw, dsa_augment, merge
 from .config import EvalRecipe
 from .models import has_batch_norm
 
@@ -77,8 +77,8 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Ten
 def augment_population(batches: list[torch.Tensor], kind: str, generators: list[torch.Generator]) -> torch.Tensor:
     """Augment model m's batch with model m's generator (the draws of a one-by-one run), applied
     to all batches in one call: parameters drawn per model, one stacked apply."""
-    if kind == "dsa":   # DSA draws its op per call: applied batch by batch, each with its generator
-        return torch.stack([dsa_augment(batch, g) for batch, g in zip(batches, generators)])
+    if kind in DSA_KINDS:   # DSA draws its op per call: applied batch by batch, each with its generator
+        return torch.stack([dsa_augment(batch, g, strategy=DSA_KINDS[kind]) for batch, g in zip(batches, generators)])
     parameters = [draw(kind, batch.shape, g) for batch, g in zip(batches, generators)]
     flat = apply(torch.cat(batches), kind, merge(parameters))
     return flat.view(len(batches), *batches[0].shape)

@@ -107,7 +107,8 @@ def test_dc_strategy_and_epochs_per_dataset_and_model(dataset, model, augment, e
 
 def test_dsa_and_legacy_recipes():
     dsa = eval_recipe("dsa", "mnist")
-    assert (dsa.augment, dsa.epochs, dsa.extra_pass, dsa.reset_at_drop) == ("dsa", 1000, True, True)
+    assert (dsa.augment, dsa.epochs, dsa.extra_pass, dsa.reset_at_drop) == ("dsa_noflip", 1000, True, True)
+    assert eval_recipe("dsa", "cifar10").augment == "dsa"      # flip only where it is not a digit
     legacy = eval_recipe("dc_legacy", "mnist")
     assert (legacy.augment, legacy.epochs, legacy.passes, legacy.drop_pass, legacy.reset_at_drop) == \
         ("dc_noise", 300, 300, 151, False)
@@ -119,6 +120,15 @@ def test_dc_strategies_draw_only_their_ops(kind, ops):
     drawn = draw(kind, (4000, 1, 28, 28), torch.Generator().manual_seed(0))
     assert set(drawn["op"].tolist()) == ops == set(DC_STRATEGIES[kind])
     assert ("jitter" in drawn) == (3 in ops)
+
+
+def test_dsa_on_digits_never_flips():
+    from dsvbench.augment import DSA_KINDS, parse_strategy
+    assert "flip" not in parse_strategy(DSA_KINDS["dsa_noflip"]) and "flip" in parse_strategy(DSA_KINDS["dsa"])
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    for seed in range(40):    # the op group is drawn per call: no draw ever returns a mirror image
+        out = training.augment(x, "dsa_noflip", torch.Generator().manual_seed(seed))
+        assert not torch.equal(out, x.flip(3))
 
 
 def test_mnist_strategy_never_adds_noise():
