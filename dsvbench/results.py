@@ -171,11 +171,16 @@ def code_versions(records: list[dict[str, Any]]) -> list[str]:
         return []
     versions = sorted({(str(r.get("dsvbench_version")), r.get("git_commit") or "unknown commit",
                         r.get("git_dirty")) for r in records}, key=str)
-    named = [f"dsvbench {version} at {commit[:12]}" + (" + uncommitted changes" if dirty else "")
+    named = [f"dsvbench {version} at {_commit_label(commit)}" + (" + uncommitted changes" if dirty else "")
              for version, commit, dirty in versions]
     if len(named) == 1:
         return [f"{CODE_NOTE}{named[0]}"]
     return [f"{CODE_NOTE}MIXED, records from {len(named)} code versions: {'; '.join(named)}"]
+
+
+def _commit_label(commit: str) -> str:
+    """A commit's short hash; records without one (no git checkout: a wheel install) say so whole."""
+    return "an unknown commit (no git checkout: a wheel install?)" if commit == "unknown commit" else commit[:12]
 
 
 SPLIT_NOTE = "SEPARATE COLUMNS: "   # prefix of the notes of :func:`label_columns` (recomputed on merges)
