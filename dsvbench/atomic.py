@@ -27,7 +27,7 @@ def read_json_object(path: Path | str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_ROOTS: list[Path] = []   # where writes may land (``confine``); empty = anywhere
+_ROOTS: list[Path] = []   # where writes may land (``confined``); empty = anywhere
 
 
 class EscapesRoots(OSError):
@@ -97,6 +97,16 @@ T = TypeVar("T")
 
 class CacheMismatch(Exception):
     """Raised by a :func:`load_cache_file` ``use`` when a readable file does not hold what it should."""
+
+
+def check_claims(stored: Any, claims: dict[str, Any], what: str) -> None:
+    """Raise :class:`CacheMismatch` unless a cache file's stored claims are ``claims``, naming each
+    field that differs ("belongs to another <what>: field=stored (expected …)")."""
+    if stored == claims:
+        return
+    differing = (", ".join(f"{k}={stored.get(k)!r} (expected {v!r})" for k, v in claims.items()
+                           if stored.get(k) != v) if isinstance(stored, dict) else "no claims (older format)")
+    raise CacheMismatch(f"belongs to another {what}: {differing}")
 
 
 def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action: str = "building it again",

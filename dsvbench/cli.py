@@ -30,10 +30,10 @@ from .methods import METHODS, load_methods
 from .models import MODELS
 from .plan import Plan, resolve
 from .process import keep_freed_memory
-from .ranges import MAX_SEEDS, RangeError, check_bench_config
+from .ranges import RangeError, check_bench_config, check_seeds
 from .registry import UserError
 from .report import render_report
-from .results import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, remove_outputs, render_text,
+from .results import (CODE_NOTE, DC_PAPER_PROTOCOL, SPLIT_NOTE, load_failures, load_records, merge_runs, remove_outputs, render_text,
                       select_records, set_aside_unreadable, table_notes, write_outputs)
 
 
@@ -45,7 +45,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # --protocol: models retrained per set (the DC paper: ``--num_eval 20`` of its reference main.py)
-PROTOCOLS = {"suite": 1, "dc-paper": 20}
+PROTOCOLS = {"suite": 1, "dc-paper": DC_PAPER_PROTOCOL[1]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,9 +140,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                if args.methods == ["all"] else args.methods)
     for method in methods:
         METHODS.get(method)
-    if not args.seed_list and args.seeds > MAX_SEEDS and not args.force:   # before building the tuple
-        raise UserError(f"--seeds={args.seeds} is more than this suite runs on one machine (bound {MAX_SEEDS}); "
-                        "pass --force if you mean it")
+    if not args.seed_list:
+        try:   # before building the tuple
+            check_seeds(args.seeds, force=args.force)
+        except RangeError as error:
+            raise UserError(f"--{error}") from None
     seeds = tuple(args.seed_list) if args.seed_list else tuple(range(args.seeds))
     evals_per_set = PROTOCOLS[args.protocol] if args.evals_per_set is None else args.evals_per_set
     if args.protocol != "suite" and evals_per_set != PROTOCOLS[args.protocol]:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .ranges import FRACTION, MAX_EVALS_PER_SET, MAX_PRETRAIN_EPOCHS, MAX_SIZE, NON_NEGATIVE, POSITIVE, Range, count
+from .ranges import FRACTION, MAX_EVALS_PER_SET, MAX_PRETRAIN_EPOCHS, MAX_SIZE, NON_NEGATIVE, POSITIVE, SEED, Range, count
 
 # Datasets whose labels flip meaning under a horizontal flip (digits): no flip there.
 DIGIT_DATASETS = ("digits", "mnist", "svhn")
@@ -34,7 +34,7 @@ class PretrainRecipe:
     """θ* training (paper, Appendix B): Adam lr 1e-3, weight decay 5e-3, flip + crop."""
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": count(1, MAX_PRETRAIN_EPOCHS), "lr": POSITIVE, "weight_decay": NON_NEGATIVE,
-        "batch_size": count(1, MAX_SIZE), "seed": Range(0, 2 ** 63, high_open=True), "polish_steps": count(0)}
+        "batch_size": count(1, MAX_SIZE), "seed": SEED, "polish_steps": count(0)}
     epochs: int = 30                 # choice: the paper gives no epoch count
     lr: float = 1e-3
     weight_decay: float = 5e-3
@@ -116,6 +116,8 @@ EVAL_RECIPES = ("dc", "dsa", "dc_legacy", "dsv", "adam")
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Models the DC reference trains with its 'crop_noise' strategy (``get_daparam``: ConvNetBN)
 BATCH_NORM_MODELS = ("convnet_bn",)
+# Datasets the DC reference augments as MNIST (``get_daparam``): MNIST and the MNIST-like 8×8 digits
+DC_AUGMENTED_DATASETS = ("digits", "mnist")
 # The DC reference's evaluation schedule (``utils.evaluate_synset``)
 _DC_SCHEDULE = {"extra_pass": True, "lr_drop_lag": 1, "reset_at_drop": True}
 
@@ -125,7 +127,7 @@ def dc_augmentation(dataset: str, model: str | None = None) -> str:
     data, ``digits`` and ``mnist``), 'crop_noise' for a batch-norm ConvNet, otherwise none."""
     if model in BATCH_NORM_MODELS:
         return "dc_crop_noise"
-    return "dc" if dataset in ("mnist", "digits") else "none"
+    return "dc" if dataset in DC_AUGMENTED_DATASETS else "none"
 
 
 def eval_recipe(name: str, dataset: str, model: str | None = None, **overrides: Any) -> EvalRecipe:
@@ -157,7 +159,7 @@ def eval_recipe(name: str, dataset: str, model: str | None = None, **overrides: 
                             epochs=1000, **_DC_SCHEDULE)
     elif name == "dc_legacy":
         recipe = EvalRecipe("dc_legacy", "sgd", lr=0.01,
-                            augment="dc_noise" if dataset in ("mnist", "digits") else "none")
+                            augment="dc_noise" if dataset in DC_AUGMENTED_DATASETS else "none")
     elif name == "dsv":
         recipe = EvalRecipe("dsv", "sam", lr=0.1, sam_rho=1e-4,
                             augment="crop" if dataset in DIGIT_DATASETS else "flip_crop")

@@ -488,14 +488,10 @@ def _load_cached_set(path: Path, claims: dict[str, Any]) -> tuple[CondensedSet, 
     truncated or malformed, claims another key (method, seed, IPC) or holds a set that cannot be the
     one asked for — wrong image shape, labels outside the classes, non-finite values — said in one
     line naming the file (:func:`load_cache_file`)."""
-    from .atomic import CacheMismatch, load_cache_file
+    from .atomic import CacheMismatch, check_claims, load_cache_file
 
     def use(state):
-        if state.get("claims") != claims:
-            stored = state.get("claims")
-            differing = (", ".join(f"{k}={stored.get(k)!r} (expected {v!r})" for k, v in claims.items()
-                                   if stored.get(k) != v) if isinstance(stored, dict) else "no claims (older format)")
-            raise CacheMismatch(f"belongs to another set: {differing}")
+        check_claims(state.get("claims"), claims, "set")
         if state.get("sha256") != set_digest(state["set"], claims):
             raise CacheMismatch("does not match the sha256 stored with it (changed or damaged on disk)")
         condensed = CondensedSet.from_state_dict(state["set"])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import CacheMismatch, atomic_torch_save, load_cache_file
+from .atomic import CacheMismatch, atomic_torch_save, check_claims, load_cache_file
 from .augment import augment
 from .config import PretrainRecipe, config_hash, to_dict
 from .data import ImageDataset
@@ -125,11 +125,7 @@ def _checked_checkpoint(state: dict, module: nn.Module, weights: str, claims: di
     θ* (key, architecture, recipe, data), holds non-finite weights or dynamics of the wrong length,
     or when anything is missing or of the wrong kind (a damaged or foreign checkpoint is retrained,
     see ``load_cache_file``)."""
-    stored = state.get("claims")
-    if stored != claims:
-        differing = (", ".join(f"{k} {stored.get(k)!r} (expected {v!r})" for k, v in claims.items()
-                               if stored.get(k) != v) if isinstance(stored, dict) else "no claims (older format)")
-        raise CacheMismatch(f"belongs to another θ*: {differing}")
+    check_claims(state.get("claims"), claims, "θ*")
     module.load_state_dict(state[weights])
     if not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
         raise CacheMismatch("holds non-finite weights (nan or inf)")

@@ -28,10 +28,6 @@ SEED_LIMIT = 2 ** 63          # torch.Generator.manual_seed takes a signed 64-bi
 class RangeError(ValueError):
     """A value outside its declared range (the message names the value and the range)."""
 
-    def __init__(self, message: str, forceable: bool = False):
-        super().__init__(message)
-        self.forceable = forceable
-
 
 @dataclass(frozen=True)
 class Range:
@@ -63,7 +59,7 @@ class Range:
             raise RangeError(f"{where}={_show(value)}: must be {self.describe()}{what}")
         if self.work_bound is not None and value > self.work_bound and not force:
             raise RangeError(f"{where}={_show(value)} is more than this suite runs or holds on one machine "
-                             f"(bound {_show(self.work_bound)}); pass --force if you mean it", forceable=True)
+                             f"(bound {_show(self.work_bound)}); pass --force if you mean it")
 
 
 def _show(value: float) -> str:
@@ -75,6 +71,7 @@ NON_NEGATIVE = Range(0.0)
 UNIT = Range(0.0, 1.0, high_open=True, what="a momentum / beta: in [0, 1)")
 FRACTION = Range(0.0, 1.0)
 DECAY = Range(0.0, 1.0, low_open=True, what="a decay factor: in (0, 1]")
+SEED = Range(0, SEED_LIMIT, high_open=True, what="the random generator's range")
 
 
 def count(low: int = 1, bound: float = MAX_STEPS) -> Range:
@@ -103,9 +100,13 @@ def check_recipe(recipe: Any, prefix: str, force: bool = False) -> None:
             rule.check(getattr(recipe, field.name), f"{prefix}.{field.name}", force)
 
 
-def check_seed(seed: int) -> None:
-    if not 0 <= seed < SEED_LIMIT:
-        raise RangeError(f"seed {seed}: must be in [0, 2^63) (the random generator's range)")
+def check_seeds(count_: int, seeds: tuple[int, ...] = (), force: bool = False) -> None:
+    """``count_`` seeds at most ``MAX_SEEDS`` (unless ``force``; checked before a ``--seeds N`` tuple
+    is built), each of ``seeds`` in the generator's range."""
+    Range(work_bound=MAX_SEEDS).check(count_, "seeds", force)   # at least one: the callers' own messages
+    for seed in seeds:
+        if not 0 <= seed < SEED_LIMIT:
+            raise RangeError(f"seed {seed}: must be in [0, 2^63) ({SEED.what})")
 
 
 # ----- typed configurations: every field of a (nested) dataclass against its annotation --------
@@ -148,10 +149,6 @@ def check_bench_config(config: Any) -> None:
         raise RangeError("config.methods is empty: name at least one method")
     if not config.seeds:
         raise RangeError("config.seeds is empty: give at least one seed")
-    if len(config.seeds) > MAX_SEEDS and not config.force:
-        raise RangeError(f"{len(config.seeds)} seeds is more than this suite runs on one machine "
-                         f"(bound {MAX_SEEDS}); pass --force if you mean it", forceable=True)
-    for seed in config.seeds:
-        check_seed(seed)
+    check_seeds(len(config.seeds), config.seeds, config.force)
     check_recipe(config, "config", config.force)
     check_recipe(config.pretrain, "config.pretrain", config.force)

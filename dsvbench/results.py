@@ -15,6 +15,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .atomic import atomic_write_json, atomic_write_text, read_json_object
+from .ranges import SEED_LIMIT
 from .references import reference_for, reference_rows
 from .scores import add_scores, score_lines
 
@@ -31,7 +32,7 @@ RECORD_FIELDS = {"method": str, "table_name": str, "group": str, "order": (int, 
 
 
 # Values a finished record can hold (finite, within these bounds); anything else is a damaged record.
-RECORD_RANGES = (("test_accuracy", 0.0, 100.0), ("seed", 0, 2 ** 63 - 1), ("eval_index", 0, 10 ** 6),
+RECORD_RANGES = (("test_accuracy", 0.0, 100.0), ("seed", 0, SEED_LIMIT - 1), ("eval_index", 0, 10 ** 6),
                  ("ipc", 1, 10 ** 7), ("eval.epochs", 1, 10 ** 9), ("order", -10 ** 9, 10 ** 9))
 
 
@@ -169,8 +170,8 @@ def code_versions(records: list[dict[str, Any]]) -> list[str]:
     flagged MIXED when the table combines several; none when no record says."""
     if not any("git_commit" in r for r in records):
         return []
-    versions = sorted({(str(r.get("dsvbench_version")), r.get("git_commit") or "unknown commit",
-                        r.get("git_dirty")) for r in records}, key=str)
+    versions = sorted({(str(r.get("dsvbench_version")), r.get("git_commit"), r.get("git_dirty"))
+                       for r in records}, key=str)
     named = [f"dsvbench {version} at {_commit_label(commit)}" + (" + uncommitted changes" if dirty else "")
              for version, commit, dirty in versions]
     if len(named) == 1:
@@ -178,9 +179,9 @@ def code_versions(records: list[dict[str, Any]]) -> list[str]:
     return [f"{CODE_NOTE}MIXED, records from {len(named)} code versions: {'; '.join(named)}"]
 
 
-def _commit_label(commit: str) -> str:
+def _commit_label(commit: str | None) -> str:
     """A commit's short hash; records without one (no git checkout: a wheel install) say so whole."""
-    return "an unknown commit (no git checkout: a wheel install?)" if commit == "unknown commit" else commit[:12]
+    return commit[:12] if commit else "an unknown commit (no git checkout: a wheel install?)"
 
 
 SPLIT_NOTE = "SEPARATE COLUMNS: "   # prefix of the notes of :func:`label_columns` (recomputed on merges)

@@ -18,7 +18,7 @@ import torch
 from ..atomic import CacheMismatch, atomic_torch_save, load_cache_file
 from ..config import DataConfig, config_hash
 from . import SOURCES, ImageDataset
-from .folder import folder_signature
+from .folder import file_sha256, folder_signature
 
 FORMAT = 3  # version of the stored layout ({"dataset", "sha256", "source"})
 
@@ -39,15 +39,6 @@ def source_key(config: DataConfig) -> str | None:
         return None
     text = "\n".join("\t".join(map(str, entry)) for entry in signature)
     return hashlib.sha256(f"{FORMAT}\n{text}".encode()).hexdigest()[:12]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (MNIST's four files: ≈ 0.1 s)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_path(cache_dir: str | Path, config: DataConfig, key: str) -> Path:

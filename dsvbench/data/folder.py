@@ -65,9 +65,18 @@ def folder_signature(root: Path) -> list[tuple[str, str, str, str]]:
         classes = sorted(entry.name for entry in os.scandir(root / split)
                          if entry.is_dir() and not entry.name.startswith("."))
         for name in classes:
-            signature += [(split, name, entry.name, hashlib.sha256(Path(entry.path).read_bytes()).hexdigest())
+            signature += [(split, name, entry.name, file_sha256(Path(entry.path)))
                           for entry in class_images(root / split / name)]
     return signature
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (MNIST's four files: ≈ 0.1 s)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _open(path: Path):
