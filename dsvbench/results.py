@@ -359,8 +359,10 @@ def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
             + "\n" + notes_md + "\n")
 
 
-def render_latex(summary: pd.DataFrame) -> str:
-    """booktabs table with a \\cmidrule per group, ready to paste."""
+def render_latex(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    """booktabs table with a \\cmidrule per group, ready to paste; the run's notes (reduced or
+    changed budgets, presets, the code it came from) follow it as small print, so a pasted table
+    says what the markdown one says."""
     methods = list(dict.fromkeys(summary["column"]))
     info = summary.drop_duplicates("column").set_index("column")
     groups = [(g, [m for m in methods if info.loc[m, "group"] == g]) for g in dict.fromkeys(info.loc[methods, "group"])]
@@ -391,8 +393,9 @@ def render_latex(summary: pd.DataFrame) -> str:
             lines.append(rf"\quad {_tex(label)} & " + " & ".join(
                 cell(by_method.loc[m]) if m in by_method.index else "" for m in methods).replace("±", r"$\pm$").replace(
                 "–", "--") + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [rf"\par{{\footnotesize {_tex(note)}}}" for note in notes]
+    return "\n".join([*lines, ""])
 
 
 def _tex(text: Any) -> str:
@@ -415,7 +418,7 @@ def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict
             ["method", "seed", "eval_index"]).to_csv(index=False))
         atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
         atomic_write_text(out / "table.md", render_markdown(summary, notes))
-        atomic_write_text(out / "table.tex", render_latex(summary))
+        atomic_write_text(out / "table.tex", render_latex(summary, notes))
         atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "score_notes": score_notes,
                                              "std": STD_NOTE})
     except OSError:

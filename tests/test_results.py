@@ -50,3 +50,10 @@ def test_every_published_row_is_shown_under_ours():
     assert "21.50 ± 1.20" in herding                     # the DC paper's herding, not DSV's 21.2
     mnist = render_markdown(summarize([dict(r, dataset="digits") for r in RECORDS], reference_dataset="mnist"))
     assert "paper: DC Table 1" in mnist and "also:" not in mnist and "64.90 ± 3.50" in mnist
+
+
+def test_latex_says_the_runs_notes_reduced_budgets_included():
+    note = "REDUCED/CHANGED BUDGET: retraining for 2 epochs (recipe default: dc 1000)"
+    latex = render_latex(summarize(RECORDS), [note])
+    assert latex.rstrip().endswith(r"\par{\footnotesize " + note + "}")
+    assert note not in render_latex(summarize(RECORDS))
