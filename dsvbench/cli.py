@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def preset_overrides(preset: str, methods: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
     """(method, field, value) of a DSV preset for the DSV methods in the run (before any --set)."""
-    from .methods.deepkkt import PRESETS
+    from .methods.kkt_recipe import PRESETS
     return tuple((method, field, value) for method, fields in PRESETS[preset].items() if method in methods
                  for field, value in fields.items())
 

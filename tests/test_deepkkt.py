@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from dsvbench.methods import METHODS, MethodFailed, load_methods
-from dsvbench.methods.deepkkt import DeepKKT, primal_loss, remove_negative, select_params
+from dsvbench.methods.deepkkt import DeepKKT, primal_loss, select_params
+from dsvbench.methods.kkt_loop import remove_negative
 from dsvbench.models import InputShape, create_model
 from tests.conftest import make_context, make_tiny_dataset
 
@@ -249,7 +250,7 @@ def test_margin_objective_in_closed_form_equals_autograd():
 
 def test_theta_polish_fields_reach_the_pretraining_recipe_of_the_methods_own_theta():
     from dsvbench.config import PretrainRecipe
-    from dsvbench.methods.deepkkt import KKTRecipe
+    from dsvbench.methods.kkt_recipe import KKTRecipe
     assert KKTRecipe(theta_model="convnet_dsv").pretrained_spec() == ("convnet_dsv", {"weight_decay": 5e-3})
     model, overrides = KKTRecipe(theta_model="convnet_dsv", theta_epochs=100, theta_polish="all",
                                  theta_polish_steps=1500).pretrained_spec()

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsvbench.methods.base import MethodFailed
-from dsvbench.methods.deepkkt import DeepKKT, KKTRecipe, lambda_unit, step_multipliers
+from dsvbench.methods.deepkkt import DeepKKT
+from dsvbench.methods.kkt_loop import lambda_unit, step_multipliers
+from dsvbench.methods.kkt_recipe import KKTRecipe
 from dsvbench.methods.kkt_terms import (FLOOR_WEIGHT, SmoothBackwardReLU, floor_gradient, pixel_bounds, range_penalty,
                                         smooth_relus)
 from dsvbench.models import InputShape

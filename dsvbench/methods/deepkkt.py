@@ -9,7 +9,7 @@ For candidates x_i with labels y_i and multipliers λ_i, θ* frozen:
   second backward runs chunk by chunk on the exact surrogate ⟨∂D/∂G, G_chunk⟩ (G from a first,
   graph-free pass), so memory stays bounded on a CIFAR-10 ConvNet with thousands of candidates;
 * L_kkt = L_primal + β·L_stat.  The manifold term (L_kkt on A(X)) and λ's dual feasibility are
-  handled by the callers with :func:`augment` and :func:`remove_negative`.
+  handled by the callers (:mod:`.kkt_loop`: ``augment_groups``, ``remove_negative``).
 
 Which θ* entries form the target (``params``):
   ``all``        every trainable tensor (Eq. 8 as written);
@@ -32,10 +32,11 @@ Distance (``distance``, ``sqrt``, ``normalize``):
 """
 from __future__ import annotations
 
+from __future__ import annotations
+
 import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +44,8 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import pergroup
-from ..augment import manifold_apply, manifold_draw
-from ..config import POLISH_PARAMS
-from ..ranges import FRACTION, MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .base import MethodFailed
-from .kkt_terms import ACTIVATIONS, DUALS, LAMBDA_INITS, floor_gradient, smooth_relus
+from .kkt_terms import ACTIVATIONS, smooth_relus
 
 PARAM_SETS = ("all", "sensitive", "classifier")
 DISTANCES = ("l1", "sq_l2")
@@ -309,7 +307,7 @@ class DeepKKT:
         sq = sum(g.square().sum() for g in unit)
         if not (sq > 0):
             raise MethodFailed("DeepKKT: the candidates' loss gradients are all zero")
-        start = math.log(float(-dot / sq) if dot < 0 else float(_norm1(self.targets) / _norm1(unit)))
+        start = math.log(float(-dot / sq) if dot < 0 else float(norm1(self.targets) / norm1(unit)))
 
         def stat(log_c: float) -> float:
             return float(self.stat_distance([math.exp(log_c) * g for g in unit]))
@@ -339,250 +337,6 @@ class DeepKKT:
                 "cosine": float(-(theta_t @ g_t) / (theta_t.norm() * g_t.norm()).clamp_min(1e-30))}
 
 
-# ----- the recipe fields and bookkeeping both methods share ---------------------------------
-@dataclass(frozen=True)
-class KKTRecipe:
-    """DeepKKT hyper-parameters shared by ``dsvs`` and ``dsvg`` (paper §5.1, Appendix B).
-
-    Paper values: α_λ = 0.1, γ = 5, D = L1 with a square root (Appendix B).  Choices (the paper
-    does not give them): ``params``, ``normalize``, ``beta``, ``optimizer``, ``lambda_scale``
-    and the augmentation strengths — see the module docstring and the fields' comments.
-
-    β: with ``normalize="global"`` L_stat is the relative residual D(θ*, −G)/D(θ*, 0), 1 at λ = 0,
-    and L_primal is the mean cross-entropy of the misclassified candidates (≈ ln C ≈ 2.3 per
-    wrong candidate at a noise start, 0 once θ* classifies them), so β = 1 puts the two on the
-    same scale — the balance the paper asks for (its raw L_stat ran ~10× its L_primal).
-    """
-    RANGES: ClassVar[dict[str, Range]] = {
-        "alpha_lambda": POSITIVE, "relu_alpha": POSITIVE, "lambda_momentum": UNIT, "beta": NON_NEGATIVE,
-        "gamma": NON_NEGATIVE, "primal_weight": NON_NEGATIVE, "lambda_floor": NON_NEGATIVE,
-        "theta_weight_decay": NON_NEGATIVE, "aug_shift": FRACTION, "aug_scale": FRACTION,
-        "aug_brightness": NON_NEGATIVE, "aug_contrast": FRACTION, "chunk": count(1, MAX_SIZE),
-        "history_points": count(0, MAX_SIZE), "steps": count(0), "theta_epochs": count(0),
-        "theta_polish_steps": count(0)}
-    params: str = "classifier"       # all | sensitive | classifier (module docstring; choice, measured)
-    distance: str = "l1"             # l1 (Appendix B) | sq_l2 (Algorithm 1)
-    sqrt: str = "signed"             # Appendix B's square root: signed | none
-    normalize: str = "global"        # L_stat as the relative residual: none | global | tensor
-    beta: float = 1.0                # L_kkt = L_primal + β·L_stat (choice; see above)
-    gamma: float = 5.0               # manifold term weight γ (paper §5.1)
-    alpha_lambda: float = 0.1        # α_λ (paper §5.1), step size on λ in units of its initial scale
-    optimizer: str = "adam"          # steps on x: adam | sgd (Algorithm 1's plain steps); choice
-    lambda_optimizer: str = "sgd"    # steps on λ: sgd (Algorithm 1) | adam (measured: Adam's unit
-                                     # steps drive 99 % of the λ below 0 within a few dozen steps)
-    lambda_scale: str = "fit"        # λ unit: fit (best uniform λ at the start) | norm | mean (1/m) | a number
-    rescale_every: int = 25          # every k steps λ ← c·λ with the best c > 0 (0 = never; choice)
-    objective: str = "loss"          # G = Σλ∇θ CE (the seed, Eq. 8) | margin (NeurIPS: Σλ y ∇θ Φ)
-    # Haim et al. 2022's reconstruction regime (module kkt_terms; defaults keep DSV's reading):
-    primal_weight: float = 1.0       # weight of L_primal (Eq. 7) in L_kkt; Haim et al.'s loss has none (0)
-    activation: str = "relu"         # θ*'s ReLU backward during synthesis: relu | smooth (sigmoid(α z))
-    relu_alpha: float = 19.2         # α of the smooth backward (a value of Haim et al.'s MNIST sweep)
-    dual: str = "remove"             # λ < 0: remove the candidate (Algorithm 1) | floor (Haim et al.'s penalty)
-    lambda_floor: float = 0.415      # the μ floor of dual=floor (a value of Haim et al.'s MNIST sweep)
-    lambda_momentum: float = 0.0     # momentum of the sgd steps on λ (Haim et al.: 0.9)
-    lambda_init: str = "ones"        # μ at the start: ones | uniform (Haim et al.: U(0, 1))
-    # θ* of the DSV columns (their own, cached like any θ*; herding / forgetting keep the run's):
-    theta_model: str = "run"         # "run" = the run's --model θ* | a registry name, e.g. convnet_dsv
-    theta_epochs: int = 0            # Adam epochs of that θ* (0 = the dataset's default)
-    theta_weight_decay: float = 5e-3 # paper, Appendix B
-    theta_polish: str = "classifier" # stationarity polish of that θ*: classifier | all (every layer,
-                                     # full-batch L-BFGS; PretrainRecipe.polish_params)
-    theta_polish_steps: int = 0      # its L-BFGS iterations at most (0 = the recipe's polish_steps)
-    retrain: str = "dsv"             # the column's retraining recipe: dsv (SAM, the seed) | adam (NeurIPS)
-
-    def __post_init__(self) -> None:
-        """Every field checked when the recipe is made (``--set`` included), before any work."""
-        from ..models import MODELS
-        from ..registry import UserError
-        for name, valid in (("params", PARAM_SETS), ("distance", DISTANCES), ("sqrt", SQRT_MODES),
-                            ("normalize", NORMALIZATIONS), ("objective", OBJECTIVES),
-                            ("optimizer", ("adam", "sgd")), ("lambda_optimizer", ("adam", "sgd")),
-                            ("retrain", ("dsv", "adam", "dc")), ("activation", ACTIVATIONS), ("dual", DUALS),
-                            ("lambda_init", LAMBDA_INITS)):
-            if getattr(self, name) not in valid:
-                raise UserError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}")
-        if self.theta_model != "run" and self.theta_model not in MODELS:
-            raise UserError(f"theta_model={self.theta_model!r}: not a registered model (or 'run'); "
-                            f"known: {', '.join(MODELS.names())}")
-        if self.theta_polish not in POLISH_PARAMS:
-            raise UserError(f"theta_polish={self.theta_polish!r} is not valid; choose one of: {', '.join(POLISH_PARAMS)}")
-        if self.theta_model == "run" and (self.theta_polish != "classifier" or self.theta_polish_steps):
-            raise UserError("theta_polish / theta_polish_steps set the method's own θ*: name it with "
-                            "theta_model (e.g. convnet_dsv); the run's θ* keeps the run's recipe")
-        if self.lambda_scale not in ("fit", "norm", "mean"):
-            try:
-                if not float(self.lambda_scale) > 0:
-                    raise ValueError
-            except ValueError:
-                raise UserError(f"lambda_scale={self.lambda_scale!r}: fit, norm, mean or a positive number") from None
-        for name in ("beta", "gamma", "primal_weight", "lambda_floor", "aug_shift", "aug_scale", "aug_brightness", "aug_contrast", "theta_weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.lambda_momentum < 1:
-            raise UserError(f"lambda_momentum must be in [0, 1), got {self.lambda_momentum}")
-        if self.lambda_momentum and self.lambda_optimizer != "sgd":
-            raise UserError("lambda_momentum applies to lambda_optimizer=sgd only")
-        for name in ("alpha_lambda", "chunk", "history_points", "relu_alpha"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("rescale_every", "theta_epochs", "theta_polish_steps"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    def pretrained_spec(self) -> tuple[str, dict] | None:
-        """(architecture, PretrainRecipe overrides) of the θ* this method needs; None = the run's."""
-        if self.theta_model == "run":
-            return None
-        overrides = {"weight_decay": self.theta_weight_decay}
-        if self.theta_epochs > 0:
-            overrides["epochs"] = self.theta_epochs
-        if self.theta_polish != "classifier":
-            overrides["polish_params"] = self.theta_polish
-        if self.theta_polish_steps > 0:
-            overrides["polish_steps"] = self.theta_polish_steps
-        return self.theta_model, overrides
-    aug_flip: bool = True            # off on digit datasets (recipe_defaults)
-    aug_shift: float = 0.125         # translation, fraction of the size (choice)
-    aug_scale: float = 0.1           # zoom 1 ± scale (choice)
-    aug_brightness: float = 0.1      # normalized units (choice)
-    aug_contrast: float = 0.1        # 1 ± contrast (choice)
-    chunk: int = 512                 # candidates per double-backward chunk (memory only)
-    history_points: int = 20         # per-step diagnostics kept in the metadata
-
-
-# ``--preset``: the DSV recipe fields of each reading of the paper (as --set strings).
-_NEURIPS = {"params": "all", "normalize": "mean", "objective": "margin", "gamma": "5", "retrain": "adam",
-            "theta_model": "convnet_dsv"}
-# Haim et al. 2022's reconstruction regime (docs/reconstruction.md, the ladder), retrained like random
-# and DC (``dc``) so that the IOR is defined.  dsvs keeps the plain ReLU (its pixels are fixed).
-_RECON = {"params": "all", "objective": "margin", "distance": "sq_l2", "sqrt": "none", "normalize": "none",
-          "gamma": "0", "primal_weight": "0", "dual": "floor", "lambda_floor": "0.415", "lambda_optimizer": "sgd",
-          "lambda_momentum": "0.9", "rescale_every": "0", "theta_model": "convnet_dsv", "retrain": "dc"}
-PRESETS: dict[str, dict[str, dict[str, str]]] = {
-    "seed": {},
-    # NeurIPS 2024 version, Implementation Details: "averaged the distance per parameter", η = 5,
-    # α = 2e-3, prior weights 0, retraining with Adam lr 1e-4; Alg. 1 with λ_i y_i ∇θ Φ(x_i);
-    # θ* a conv + max-pool ConvNet trained to nearly 100 % (our convnet_dsv).
-    "neurips": {"dsvs": dict(_NEURIPS), "dsvg": {**_NEURIPS, "alpha_x": "0.002"}},
-    "recon": {"dsvs": {**_RECON, "lambda_scale": "fit", "alpha_lambda": "0.1"},
-              "dsvg": {**_RECON, "activation": "smooth", "relu_alpha": "19.2", "lambda_init": "uniform",
-                       "lambda_scale": "mean", "alpha_lambda": "1e-4", "optimizer": "sgd", "alpha_x": "0.282",
-                       "momentum": "0.9", "init_std": "0.00174", "lowres_steps": "0", "range_weight": "1",
-                       "keep_per_class": "false"}},
-}
-
-
-def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
-    return DeepKKT(model, recipe.params, recipe.distance, recipe.sqrt, recipe.normalize, recipe.beta,
-                   recipe.chunk, objective=recipe.objective, activation=recipe.activation,
-                   relu_alpha=recipe.relu_alpha, primal_weight=recipe.primal_weight)
-
-
-def step_multipliers(recipe: KKTRecipe, optimizer: torch.optim.Optimizer, mu: torch.Tensor, alive: torch.Tensor,
-                     keys: torch.Tensor, keep: int, n_keys: int) -> torch.Tensor:
-    """One step on μ (its ``.grad`` set by the caller) and dual feasibility; returns who is alive.
-    ``dual="remove"``: Algorithm 1 — λ < 0 leaves X (:func:`remove_negative`), μ clamped at 0;
-    ``dual="floor"``: Haim et al.'s penalty below ``lambda_floor`` joins the gradient, nobody leaves."""
-    if recipe.dual == "floor":
-        mu.grad = mu.grad + floor_gradient(mu.detach(), recipe.lambda_floor)
-        optimizer.step()
-        return alive
-    optimizer.step()
-    with torch.no_grad():
-        alive = remove_negative(mu.detach(), alive, keys, keep, n_keys=n_keys)
-        mu.clamp_(min=0.0)
-    return alive
-
-
-def lambda_unit(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, how: str) -> float:
-    """The scale s of λ = s·μ (μ starts at 1 and is what the optimizer moves): per-example
-    gradients of well-fitted inputs are tiny, so θ* ≈ −Σλ∇θL needs a large λ; ``fit`` takes the
-    uniform λ minimizing L_stat at the start, ``norm`` matches ‖G‖₁ to ‖θ*‖₁, a number is used as is."""
-    if how == "fit":
-        return kkt.fit_uniform_scale(inputs, labels)
-    if how == "mean":   # Haim et al.'s 1/m (their gradient of Σλ y Φ is taken with grad_outputs 1/m)
-        return 1.0 / max(len(labels), 1)
-    if how == "norm":
-        with torch.enable_grad():
-            unit = kkt.total_grad(inputs, labels, torch.ones(len(labels), device=inputs.device))
-        return float(_norm1(kkt.targets) / _norm1(unit).clamp_min(1e-30))
-    try:
-        return float(how)
-    except ValueError:
-        raise ValueError(f"lambda_scale={how!r}; valid: fit, norm or a positive number") from None
-
-
-def rescale_groups(kkt: DeepKKT, inputs: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor,
-                   where: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Per group, the factor to multiply λ by: the best uniform c > 0 for L_stat (called every
-    ``rescale_every`` steps, :func:`rescale_due`).  A common factor keeps the signs of λ (who
-    survives) and the ranking (who is selected); it only lets the scale of Σλ∇θL follow θ*, which
-    fixed-size steps on λ cannot do when the candidates' gradients grow or shrink by orders of
-    magnitude (choice)."""
-    return torch.tensor([kkt.fit_uniform_scale(inputs[where == g], labels[where == g], lam[where == g])
-                         for g in range(n_groups)], device=inputs.device)
-
-
-def augment_groups(images: torch.Tensor, where: torch.Tensor, generators: list[torch.Generator],
-                   recipe: KKTRecipe) -> torch.Tensor:
-    """A(X) of the manifold term for grouped candidates: group g's parameters drawn from
-    generator g (its single-seed stream), all applied in one call."""
-    counts = torch.bincount(where, minlength=len(generators)).tolist()
-    draws = torch.cat([manifold_draw(k, g) for k, g in zip(counts, generators)])
-    return manifold_apply(images, draws, recipe.aug_flip, recipe.aug_shift, recipe.aug_scale,
-                          recipe.aug_brightness, recipe.aug_contrast)
-
-
-def make_optimizer(kind: str, tensor: torch.Tensor, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
-    """Adam, or plain steps (``sgd``) with optional heavy-ball momentum (Haim et al.: 0.9)."""
-    if kind == "adam":
-        return torch.optim.Adam([tensor], lr=lr)
-    if kind == "sgd":
-        return torch.optim.SGD([tensor], lr=lr, momentum=momentum)
-    raise ValueError(f"optimizer={kind!r}; valid: adam, sgd")
-
-
-class History:
-    """Diagnostics every few steps (the relative residual, entropy, survivors, label agreement) —
-    the only points where values are read back to the host."""
-
-    def __init__(self, kkt: DeepKKT, steps: int, points: int):
-        self.kkt, self.every = kkt, max(steps // max(points, 1), 1)
-        self.rows: list[dict[str, float]] = []
-
-    def due(self, step: int) -> bool:
-        return step % self.every == 0
-
-    def log(self, step: int, values: KKTValues, group: int, inputs: torch.Tensor, labels: torch.Tensor,
-            lam: torch.Tensor, alive: int) -> None:
-        row = {"step": step, "primal": float(values.primal[group]), "stat": float(values.stat[group]),
-               "entropy": float(values.entropy[group]), "correct": float(values.correct[group]), "alive": alive}
-        row.update(self.kkt.residuals(inputs, labels, lam))
-        self.rows.append({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-
-    def summary(self) -> dict:
-        first, last = self.rows[0], self.rows[-1]
-        out = {k: last[k] for k in ("residual_l1", "residual_l2", "residual_l1_all", "cosine",
-                                    "entropy", "correct", "alive")}
-        out.update(residual_l1_start=first["residual_l1"], entropy_start=first["entropy"],
-                   stat_params=len(self.kkt.names), history=self.rows)
-        return out
-
-
-def rescale_due(step: int, every: int) -> bool:
-    """λ is re-fitted every ``every`` steps (not at step 0)."""
-    return every > 0 and step > 0 and step % every == 0
-
-
-def log_groups(histories: list[History], step: int, values: KKTValues, images: torch.Tensor,
-               labels: torch.Tensor, lam: torch.Tensor, where: torch.Tensor) -> None:
-    """One History row per group (seed) at ``step``."""
-    for g, history in enumerate(histories):
-        members = where == g
-        history.log(step, values, g, images[members], labels[members], lam[members], int(members.sum()))
-
-
-# ----- helpers used by both methods ------------------------------------------------------------
 def primal_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Eq. 7 per candidate: CE where θ* misclassifies, 0 where it is right."""
     losses = F.cross_entropy(logits, labels, reduction="none")
@@ -631,41 +385,11 @@ def select_params(model: nn.Module, theta: dict[str, torch.Tensor], which: str) 
     return [n for n in theta if n not in invariant]
 
 
-
-
-def remove_negative(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor,
-                    keep_per_class: int, n_keys: int | None = None) -> torch.Tensor:
-    """Dual feasibility (Algorithm 1): candidates with λ < 0 leave X.  Each class (each value of
-    ``labels``, e.g. seed × class keys) keeps at least ``keep_per_class`` candidates (its highest λ)
-    so that IPC images can still be chosen.  Vectorized: no per-class loop, no host sync."""
-    survivors = alive & (lam >= 0)
-    if keep_per_class <= 0:
-        return survivors
-    keys = labels.long()
-    n_keys = (int(keys.max()) + 1 if len(keys) else 0) if n_keys is None else n_keys   # given: no sync
-    count = torch.zeros(n_keys, dtype=torch.long, device=lam.device)
-    count.index_add_(0, keys, survivors.long())
-    # rank of every candidate inside its class by λ (descending; ties by position)
-    order = torch.argsort(lam, descending=True, stable=True)
-    order = order[torch.argsort(keys[order], stable=True)]
-    first = torch.searchsorted(keys[order], keys[order], right=False)
-    rank = torch.empty_like(keys)
-    rank[order] = torch.arange(len(keys), device=keys.device) - first
-    return survivors | ((count[keys] < keep_per_class) & (rank < keep_per_class))
-
-
-def check_finite(what: str, *values: torch.Tensor | float) -> None:
-    for value in values:
-        finite = torch.isfinite(value).all() if torch.is_tensor(value) else math.isfinite(value)
-        if not finite:
-            raise MethodFailed(f"{what}: non-finite values (NaN/Inf); lower the step sizes")
-
-
 def _signed_sqrt(v: torch.Tensor) -> torch.Tensor:
     return torch.sign(v) * ((v.abs() + SQRT_EPS).sqrt() - math.sqrt(SQRT_EPS))
 
 
-def _norm1(tensors: list[torch.Tensor]) -> torch.Tensor:
+def norm1(tensors: list[torch.Tensor]) -> torch.Tensor:
     return sum(t.abs().sum() for t in tensors)
 
 

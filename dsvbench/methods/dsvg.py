@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .base import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method, take_per_class
-from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      rescale_due, rescale_groups, step_multipliers)
+from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                       rescale_due, rescale_groups, step_multipliers)
+from .kkt_recipe import KKTRecipe
 from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
 
 

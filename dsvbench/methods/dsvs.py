@@ -18,8 +18,10 @@ from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, Range, count
 from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, cached_for_model, register_method,
                    take_per_class)
-from .deepkkt import (History, augment_groups, KKTRecipe, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                      primal_loss, rescale_due, rescale_groups, step_multipliers)
+from .deepkkt import primal_loss
+from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
+                       rescale_due, rescale_groups, step_multipliers)
+from .kkt_recipe import KKTRecipe
 from .kkt_terms import initial_multipliers
 
 

@@ -1,6 +1,6 @@
 """The terms of the reconstruction regime of Haim et al. 2022 (*Reconstructing Training Data from
 Trained Neural Networks*, NeurIPS 2022, §3-4 and their supplementary "implementation details"),
-as options of the DeepKKT engine.  Each is a recipe field of :class:`.deepkkt.KKTRecipe`; the
+as options of the DeepKKT engine.  Each is a recipe field of :class:`.kkt_recipe.KKTRecipe`; the
 defaults keep DSV's reading (plain ReLU, λ < 0 removed, no pixel penalty, no momentum).
 
 * ``activation="smooth"``: θ*'s ReLUs are replaced, during synthesis only, by a ReLU whose
