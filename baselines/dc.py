@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
-from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
+from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.models import MODELS
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
 from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
@@ -214,9 +214,22 @@ def _train_network(net: nn.Module, optimizer: torch.optim.Optimizer, images: tor
             optimizer.step()
 
 
+def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:
+    """The seeds' networks stacked on accelerators (one ``vmap``-ed matching step for all seeds);
+    one after another on the CPU, or for what the stacked step does not cover (batch norm, DSA,
+    IPC > 1 with its inner loop) — see :func:`build_dc_stacked`."""
+    ctx = contexts[0]
+    with torch.device("meta"):   # the architecture only: no parameters drawn
+        net = MODELS.get(ctx.model_name)(ctx.shape)
+    stackable = (ctx.device.type != "cpu" and recipe.loops(ctx.ipc)[0] == 1 and not recipe.dsa
+                 and supports_stacking(net))
+    return build_dc_stacked(contexts, recipe) if stackable else [build_dc(c, recipe) for c in contexts]
+
+
 @register_method("dc", table_name="DC", group="synthesis", recipe=DCRecipe, eval_recipe="dc",
                  needs_data=True, order=1, version=2, cost=30,   # 2: seeds batched, per-class gradients in one pass
-                 smoke=dict(iterations=2, outer_loop=2, inner_loop=1, batch_real=8))
+                 smoke=dict(iterations=2, outer_loop=2, inner_loop=1, batch_real=8),
+                 build_many=build_dc_many, batched_on_cpu=False)
 def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     """Gradient matching over fresh random networks (Zhao et al. 2021, Algorithm 1)."""
     sample, sample_all = _sampler(ctx)
@@ -249,19 +262,6 @@ def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     return CondensedSet(images.detach().clone(), labels.clone(), metadata={
         "iterations": recipe.iterations, "outer_loop": outer_loop, "inner_loop": inner_loop,
         "matching_loss_first": float(history[0]), "matching_loss_last": float(history[-1])})
-
-
-@batched_builder("dc", cpu=False)
-def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:
-    """The seeds' networks stacked on accelerators (one ``vmap``-ed matching step for all seeds);
-    one after another on the CPU, or for what the stacked step does not cover (batch norm, DSA,
-    IPC > 1 with its inner loop) — see :func:`build_dc_stacked`."""
-    ctx = contexts[0]
-    with torch.device("meta"):   # the architecture only: no parameters drawn
-        net = MODELS.get(ctx.model_name)(ctx.shape)
-    stackable = (ctx.device.type != "cpu" and recipe.loops(ctx.ipc)[0] == 1 and not recipe.dsa
-                 and supports_stacking(net))
-    return build_dc_stacked(contexts, recipe) if stackable else [build_dc(c, recipe) for c in contexts]
 
 
 def build_dc_stacked(contexts: list[BuildContext], recipe: DCRecipe) -> list[CondensedSet]:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
-from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method
+from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.models import MODELS
 from dsvbench.ranges import DECAY, MAX_SIZE, POSITIVE, UNIT, Range, count
 from dsvbench.registry import UserError
@@ -53,7 +53,7 @@ class DDRecipe:
     * ``distill_lr`` 0.02 — initial step size of every unrolled step, learned through
       softplus (raw = log(expm1(0.02))); 0.001 on CIFAR-10 (reference README).
     * ``distill_epochs`` 3 — times the S step groups are cycled (T = S × 3 steps).
-    * ``images_per_class_per_step`` 1 — so S = IPC / 1 (IPC 1: S = 1, as SPEC §8b).
+    * ``images_per_class_per_step`` 1 — so S = IPC / 1 (IPC 1: S = 1, as docs/sources.md#facts-from-the-literature).
     * Networks come from the run's model registry with its default initialization
       (the reference used LeNet/AlexCifarNet with Xavier init; Table 1 uses ConvNet).
     """
@@ -123,9 +123,33 @@ def _functional_unrolled_loss(groups, raw_step_sizes, start, real_images, real_l
     return F.cross_entropy(functional_call(skeleton, weights, (real_images,)), real_labels)
 
 
+def _check_ipc(ctx: BuildContext, recipe: DDRecipe) -> None:
+    if ctx.ipc % recipe.images_per_class_per_step:
+        raise UserError(f"dd: IPC {ctx.ipc} is not a multiple of images_per_class_per_step "
+                        f"{recipe.images_per_class_per_step}")
+
+
+def stacks_on(ctx: BuildContext) -> bool:
+    """Seeds are stacked on accelerators (where one launch for all seeds pays) for networks
+    without batch norm; on the CPU the seeds run one after another (stacking does not pay there:
+    the same arithmetic, and ``vmap``'s grouped kernels are slower than the plain ones)."""
+    with torch.device("meta"):   # the architecture only: no parameters drawn
+        net = MODELS.get(ctx.model_name)(ctx.shape)
+    return ctx.device.type != "cpu" and supports_stacking(net)
+
+
+def build_dd_many(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:
+    """The seeds' networks stacked (``vmap`` over seeds of the ``torch.func`` unroll) on
+    accelerators; one after another on the CPU (see :func:`stacks_on`)."""
+    if not stacks_on(contexts[0]):
+        return [build_dd(ctx, recipe) for ctx in contexts]
+    return build_dd_stacked(contexts, recipe)
+
+
 @register_method("dd", table_name="DD", group="synthesis", recipe=DDRecipe, eval_recipe="dc",
                  needs_data=True, order=0, recipe_defaults=dd_defaults, version=2, cost=17,   # 2: seeds batched
-                 smoke=dict(epochs=2, batch_size=16, distill_epochs=1))
+                 smoke=dict(epochs=2, batch_size=16, distill_epochs=1),
+                 build_many=build_dd_many, batched_on_cpu=False)
 def build_dd(ctx: BuildContext, recipe: DDRecipe) -> CondensedSet:
     """Learn images and step sizes through unrolled GD from random inits (Wang et al. 2018)."""
     _check_ipc(ctx, recipe)
@@ -163,30 +187,6 @@ def build_dd(ctx: BuildContext, recipe: DDRecipe) -> CondensedSet:
     return CondensedSet(images.clone(), group_labels.repeat(steps), metadata={
         "step_sizes": F.softplus(raw_step_sizes.detach()).cpu().tolist(), "distill_steps": steps,
         "distill_epochs": recipe.distill_epochs, "iterations": total, "final_loss": float(loss_value)})
-
-
-def _check_ipc(ctx: BuildContext, recipe: DDRecipe) -> None:
-    if ctx.ipc % recipe.images_per_class_per_step:
-        raise UserError(f"dd: IPC {ctx.ipc} is not a multiple of images_per_class_per_step "
-                        f"{recipe.images_per_class_per_step}")
-
-
-def stacks_on(ctx: BuildContext) -> bool:
-    """Seeds are stacked on accelerators (where one launch for all seeds pays) for networks
-    without batch norm; on the CPU the seeds run one after another (stacking does not pay there:
-    the same arithmetic, and ``vmap``'s grouped kernels are slower than the plain ones)."""
-    with torch.device("meta"):   # the architecture only: no parameters drawn
-        net = MODELS.get(ctx.model_name)(ctx.shape)
-    return ctx.device.type != "cpu" and supports_stacking(net)
-
-
-@batched_builder("dd", cpu=False)
-def build_dd_many(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:
-    """The seeds' networks stacked (``vmap`` over seeds of the ``torch.func`` unroll) on
-    accelerators; one after another on the CPU (see :func:`stacks_on`)."""
-    if not stacks_on(contexts[0]):
-        return [build_dd(ctx, recipe) for ctx in contexts]
-    return build_dd_stacked(contexts, recipe)
 
 
 def build_dd_stacked(contexts: list[BuildContext], recipe: DDRecipe) -> list[CondensedSet]:

@@ -28,7 +28,7 @@ MNIST: ``--dataset mnist --data-root ../shared/datasets/mnist --pretrain-epochs 
 reading that reproduces the DC paper's MNIST figure (Δ +4.0, inside both spreads); ``max``
 fills the set with never-learned images — the hardest, most ambiguous ones — and lands
 11 points below it (the same at θ* 5 epochs: 18.2 ± 6.2, ``results/mnist-coreset``; on the
-CIFAR-10 copy at the full 50 epochs, SPEC §8c: 9.8 ± 1.4 against 13.5 ± 1.2, θ* agreeing
+CIFAR-10 copy at the full 50 epochs, docs/sources.md#measured-at-the-papers-budgets: 9.8 ± 1.4 against 13.5 ± 1.2, θ* agreeing
 with 0 % of the picked labels).  ``exclude`` picks the same sets as ``zero`` whenever every
 class has an example forgotten at least once (all runs above).  Toneva et al. also sum the
 counts over 5 training runs; one run (θ*'s) is scored here, see ``ForgettingRecipe``.
@@ -53,7 +53,7 @@ class ForgettingRecipe:
     """Per class, the most-forgotten examples while pretraining θ* (Toneva et al. 2018).
 
     ``never_learned`` — the count of examples never classified correctly at any
-    presentation (conventions differ, SPEC §8b):
+    presentation (conventions differ, docs/sources.md#facts-from-the-literature):
 
     * ``zero`` (default): DeepCore counts only correct→incorrect transitions, so they get
       0 — the reading that reproduces the DC paper's MNIST figure (module docstring).

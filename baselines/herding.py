@@ -7,7 +7,7 @@ class with feature mean μ, step i picks the not-yet-chosen candidate x minimizi
     ‖(i+1)·μ − (Σ_{chosen} φ(x_j) + φ(x))‖₂
 
 i.e. the example that brings the mean of the chosen set closest to the class mean
-(the DC authors' description, issue #15 of their repository; SPEC §8b).  A public
+(the DC authors' description, issue #15 of their repository; docs/sources.md#facts-from-the-literature).  A public
 coreset library (DeepCore) takes the *argmax* of the same distance, which at IPC 1
 picks the class outlier; it is kept as the named variant ``criterion=argmax``.
 
@@ -79,7 +79,7 @@ class HerdingRecipe:
     * ``per-seed``: a network of θ*'s architecture trained per seed on the full training
       set with θ*'s Adam recipe (``PretrainRecipe.for_dataset``: lr, weight decay, batch,
       augmentation) for ``feature_epochs`` epochs, initialized and shuffled by the seed's
-      generator — so each seed has its own set, as the DC paper's ± suggests (SPEC §8b).
+      generator — so each seed has its own set, as the DC paper's ± suggests (docs/sources.md).
       Its embedding is cached per (dataset fingerprint, architecture, seed, recipe).
     * ``random-init``: the same architecture freshly initialized (drawn from the seed);
       an ablation showing what training the embedding buys.

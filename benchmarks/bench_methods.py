@@ -29,10 +29,12 @@ from typing import Any, Callable
 import torch
 from tabulate import tabulate
 
-from dsvbench.cli import budget_notes, build_parser, config_from_args
+from dsvbench.options import build_parser, config_from_args
+from dsvbench.runinfo import budget_notes
 from dsvbench.config import BenchConfig, to_dict
 from dsvbench.data import ImageDataset
-from dsvbench.harness import column_eval_recipe, make_context, method_recipe, prepare
+from dsvbench.plan import column_eval_recipe, method_recipe
+from dsvbench.tasks import make_context, prepare
 from dsvbench.methods import METHODS, MethodSpec
 from dsvbench.models import create_model
 from dsvbench.process import keep_freed_memory

@@ -21,11 +21,11 @@ from tempfile import TemporaryDirectory
 import torch
 
 from dsvbench import atomic
-from dsvbench.cli import build_parser, config_from_args
+from dsvbench.options import build_parser, config_from_args
 from dsvbench.config import DataConfig
 from dsvbench.data import SOURCES, load_dataset
 from dsvbench.data.cache import source_key
-from dsvbench.harness import set_claims, set_digest, set_problem
+from dsvbench.setcache import set_claims, set_digest, set_problem
 from dsvbench.methods import METHODS, CondensedSet, load_methods
 from dsvbench.ranges import check_bench_config, check_recipe
 
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--job-seconds", type=float, default=169.0,
-                        help="the main job's wall time to compare with (default: 169 s, measured in README)")
+                        help="the main job's wall time to compare with (default: 169 s, CHANGELOG.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()

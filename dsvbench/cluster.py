@@ -20,11 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from .process import usable_cores
 from .registry import UserError
 
 if TYPE_CHECKING:
     from .config import BenchConfig
-    from .harness import Task
+    from .plan import Task
 
 CONNECT_TIMEOUT = 3   # seconds: an unreachable --scheduler is one line and exit 2, not a 30 s wait
 
@@ -119,10 +120,6 @@ def _visible_gpu() -> str:
     return (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip()
 
 
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @contextmanager
 def dask_client(config: BenchConfig) -> Iterator[Any]:
     """A client of ``config.scheduler``, or of a LocalCluster of ``config.jobs`` processes made for the run."""
@@ -172,7 +169,7 @@ def _threads_per_worker(client: Any) -> dict[str, int]:
     """Torch threads per worker of an existing cluster: its host's usable cores shared among the worker
     threads on that host (dask's nanny sets OMP_NUM_THREADS=1, which would leave cores idle)."""
     workers = client.scheduler_info()["workers"]
-    cores = client.run(_usable_cores)
+    cores = client.run(usable_cores)
     on_host: dict[str, int] = {}
     for worker in workers.values():
         on_host[worker["host"]] = on_host.get(worker["host"], 0) + worker["nthreads"]
@@ -189,23 +186,23 @@ def _absolute_paths(config: BenchConfig) -> BenchConfig:
 
 
 def _run_on_worker(config: BenchConfig, task: Task, threads: int | dict[str, int]) -> dict[str, Any]:
-    """A task on a dask worker.  No parent watch here (:func:`harness._exit_with_run`): a dask
+    """A task on a dask worker.  No parent watch here (:func:`.dispatch._exit_with_run`): a dask
     worker's parent is its nanny, which already ends the worker when it dies, and a worker started
     with ``--no-nanny`` from a shell that later exits must not end with it."""
     from distributed import get_worker
 
-    from .harness import _run_task_safely
     from .process import configure
+    from .tasks import run_task_safely
     if isinstance(threads, dict):
         worker = get_worker()
-        threads = threads.get(worker.address, max(1, _usable_cores() // worker.state.nthreads))
+        threads = threads.get(worker.address, max(1, usable_cores() // worker.state.nthreads))
     configure(threads)
-    return _run_task_safely(config, task, progress=False)
+    return run_task_safely(config, task, progress=False)
 
 
 def _lost(config: BenchConfig, task: Task, error: BaseException) -> dict[str, Any]:
     """The outcome of a task the cluster could not finish: a failure record per seed, as for a task
     that raised, so the rerun redoes exactly it."""
-    from .harness import write_failures
+    from .tasks import write_failures
     message = f"{type(error).__name__}: {error}".splitlines()[0]
     return {"task": task, "records": [], "error": write_failures(Path(config.out), task, message, "")}

@@ -71,7 +71,7 @@ class PretrainRecipe:
 
 @dataclass(frozen=True)
 class EvalRecipe:
-    """How a condensed set is retrained from scratch (SPEC §6).
+    """How a condensed set is retrained from scratch (docs/sources.md#evaluation-recipes).
 
     The schedule fields follow the DC reference code's ``utils.evaluate_synset``
     (VICO-UoE/DatasetCondensation; described in ``docs/evaluation.md``): ``epochs`` is its

@@ -24,7 +24,9 @@ from joblib import Parallel, delayed
 from .atomic import atomic_write_json, read_json_object
 from .config import BenchConfig, EvalRecipe, config_hash, to_dict
 from .data import ImageDataset, load_dataset
-from .harness import derive_seed, device_of, provenance, usable_cores
+from .plan import derive_seed, device_of
+from .process import usable_cores
+from .provenance import provenance
 from .models import create_model
 from .pretrain import dataset_fingerprint
 from .process import configure

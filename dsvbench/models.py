@@ -1,4 +1,4 @@
-"""Networks, chosen by name from a registry (SPEC §3).
+"""Networks, chosen by name from a registry (docs/sources.md#networks).
 
 ``convnet`` is the dataset-condensation ConvNet: ``depth`` blocks of
 conv3x3 -> norm -> ReLU -> pool 2x2, then one linear layer.  Instance norm is

@@ -1,20 +1,135 @@
-"""One resolved plan: per column (method) of a run, its recipes, its θ* and the keys of its artefacts.
+"""What a run will do, before any work: per column (method) its recipes, its θ* and the keys of its
+artefacts, and the tasks the run fans out.
 
-:func:`resolve` computes them once (STYLE habit 9); the harness (``run_task``), the printed
-config, ``run.json`` and the table filter read the :class:`Plan` instead of recomputing them.
-The key formulas stay beside the artefacts they name (``harness.set_key`` / ``eval_key``,
-``pretrain.theta_key``) and are reached through a :class:`Column`.
+:func:`resolve` computes the columns once; the tasks, the printed config, ``run.json`` and the
+table filter read the :class:`Plan` instead of recomputing them.  The key formulas live here
+(:func:`set_key`, :func:`eval_key`, :func:`record_name`); θ*'s key is :func:`.pretrain.theta_key`.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from .config import BenchConfig, EvalRecipe, PretrainRecipe, to_dict
+import torch
+
+from .config import BenchConfig, EvalRecipe, PretrainRecipe, config_hash, eval_recipe, to_dict
 from .data import ImageDataset
-from .harness import column_eval_recipe, eval_key, method_recipe, own_theta, set_key
-from .methods import METHODS, MethodSpec, load_methods
-from .pretrain import theta_key
+from .methods import METHODS, MethodSpec, NamesOwnTheta, NamesRetraining
+from .pretrain import dataset_fingerprint, theta_key
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: build the sets of ``seeds`` of one column (batched when the method can),
+    then retrain all of them as one stacked population."""
+    method: str
+    seeds: tuple[int, ...]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [Job(self.method, seed) for seed in self.seeds]
+
+
+def preset_overrides(preset: str, methods: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """(method, field, value) of ``--preset`` for the methods in the run that register it (before any --set)."""
+    return tuple((method, field, value) for method in methods
+                 for field, value in METHODS.get(method).presets.get(preset, {}).items())
+
+
+def preset_names() -> list[str]:
+    """Every preset a registered method takes part in (``seed``, the default, sets nothing)."""
+    return sorted({name for method in METHODS for name in METHODS.get(method).presets})
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any parts (same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def device_of(config: BenchConfig) -> torch.device:
+    return torch.device(config.device)
+
+
+def method_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str) -> Any:
+    overrides = {field: value for method, field, value in config.method_overrides if method == spec.name}
+    return spec.make_recipe(dataset_name, overrides, config.force)
+
+
+def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str):
+    """The recipe the column is retrained with: its published one unless one is forced.
+
+    A method recipe may name its column's recipe (:class:`.methods.NamesRetraining`: the DSV columns'
+    ``retrain`` field; DC with ``dsa=True`` names ``dsa``, evaluated as DSA was); ``--eval-recipe`` replaces
+    the recipe and ``--eval-epochs`` the epoch count whatever the method asks.  Defaults that
+    depend on the retrained architecture (DC's augmentation for a batch-norm ConvNet) follow it.
+    """
+    overrides, recipe = {}, method_recipe(config, spec, dataset_name)
+    if config.eval_epochs is not None:
+        overrides["epochs"] = config.eval_epochs
+    if config.eval_precision != "fp32":
+        overrides["precision"] = config.eval_precision
+    named = recipe.retrain if isinstance(recipe, NamesRetraining) else None
+    name = config.eval_recipe or named or spec.eval_recipe
+    return eval_recipe(name, dataset_name, config.retrain_model, **overrides)
+
+
+def own_theta(config: BenchConfig, spec: MethodSpec) -> tuple[str, PretrainRecipe] | None:
+    """(architecture, pretraining recipe) of the θ* method ``spec`` names for itself
+    (:class:`.methods.NamesOwnTheta`); None: the run's."""
+    recipe = method_recipe(config, spec, config.defaults_dataset)
+    own = recipe.pretrained_spec() if (spec.needs_model and isinstance(recipe, NamesOwnTheta)) else None
+    return None if own is None else (own[0], PretrainRecipe.for_dataset(config.defaults_dataset, **own[1]))
+
+
+def needs_pretrained(config: BenchConfig) -> tuple[bool, bool]:
+    """(the run's θ* is needed, its training dynamics are needed); a method that names its own θ*
+    (``recipe.pretrained_spec()``) does not need the run's for its model."""
+    specs = [METHODS.get(m) for m in config.methods]
+    own = {s.name for s in specs if own_theta(config, s) is not None}
+    return (any((s.needs_model and s.name not in own) or s.needs_dynamics for s in specs),
+            any(s.needs_dynamics for s in specs))
+
+
+def set_key(config: BenchConfig, spec: MethodSpec, recipe: Any, dataset: ImageDataset,
+            theta_key: str | None, seed: int) -> str:
+    """Everything that determines a condensed set, the method's code version included (version 1
+    adds nothing, so the sets of methods never bumped keep the keys they had before versions)."""
+    model_key = theta_key if (spec.needs_model or spec.needs_dynamics) else None
+    version = (spec.version,) if spec.version != 1 else ()
+    return config_hash(spec.name, recipe, dataset.name, dataset_fingerprint(dataset), config.model,
+                       model_key, config.ipc, seed, config.device, *version)
+
+
+def eval_key(config: BenchConfig, set_key_: str, recipe: Any) -> str:
+    return config_hash(set_key_, recipe, config.retrain_model)
+
+
+def record_name(job: Job, eval_index: int, key: str) -> str:
+    return f"{job.method}-seed{job.seed}-eval{eval_index}-{key}"
+
+
+def plan_tasks(config: BenchConfig) -> list[Task]:
+    """One task per column with all its seeds.  With ``--jobs N`` on the CPU, a column whose
+    method builds seed by seed there is split into N chunks that run in parallel; a column built
+    in one batched call keeps all its seeds together, so its sets do not depend on ``--jobs``
+    (a batch's floating-point sums depend on its size, and a 4000-step optimization amplifies
+    the last bits: seed s's set is reproducible for a given seed list, not across seed lists)."""
+    device = device_of(config)
+    tasks = []
+    for method in config.methods:
+        split = config.jobs > 1 and device.type == "cpu" and not METHODS.get(method).batched_on(device)
+        size = max(1, -(-len(config.seeds) // config.jobs)) if split else len(config.seeds)
+        tasks += [Task(method, tuple(config.seeds[i:i + size])) for i in range(0, len(config.seeds), size)]
+    # longest first (LPT): the workers then finish together; a seed's build estimated by its
+    # method's ``cost``, plus about half a second of retraining
+    return sorted(tasks, key=lambda task: -(METHODS.get(task.method).cost + 0.5) * len(task.seeds))
 
 
 @dataclass(frozen=True)
@@ -23,7 +138,7 @@ class Column:
     config: BenchConfig
     spec: MethodSpec
     recipe: Any                                 # paper defaults, dataset defaults, --preset, --set; validated
-    eval_recipe: EvalRecipe                     # how its sets are retrained (harness.column_eval_recipe)
+    eval_recipe: EvalRecipe                     # how its sets are retrained (column_eval_recipe)
     theta: tuple[str, PretrainRecipe] | None    # (architecture, recipe) of the θ* its sets depend on
 
     @property
@@ -57,7 +172,6 @@ class Plan:
 
 def resolve(config: BenchConfig) -> Plan:
     """The plan of ``config``; a bad recipe field is a one-line :class:`UserError` here, before any work."""
-    load_methods()
     columns = []
     for method in config.methods:
         spec = METHODS.get(method)

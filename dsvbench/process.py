@@ -7,7 +7,7 @@ megabyte-sized activations thousands of times per second (DC's real batch on ``d
 new allocation page-faults its pages in again, zero-filled by the kernel.  Measured on the
 2-core CPU machine, 200 DC iterations on ``digits`` in one thread (``build_dc`` timed under
 ``/usr/bin/time``): 9.9 s and 1.09 M minor page faults with the defaults, 7.6 s and 0.11 M with
-both thresholds raised to 1 GiB (the README's speed section has the whole-run figures).
+both thresholds raised to 1 GiB (docs/performance.md has the whole-run figures).
 Arithmetic is untouched — the same kernels run on the same numbers, so every result is
 bitwise the same (tested).  The price: a process keeps up to 1 GiB of freed heap instead of
 returning it.  ``DSVBENCH_MALLOC=system`` keeps the C library's defaults.
@@ -24,6 +24,11 @@ import torch
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 KEEP_BYTES = 1 << 30
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def configure(threads: int) -> None:

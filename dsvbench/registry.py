@@ -19,19 +19,22 @@ class UserError(Exception):
 class Registry(Generic[T]):
     """Maps names to objects of one kind (models, methods, datasets, recipes)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, loader: Callable[[], None] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._loader = loader   # called once, before the first lookup: imports the modules that register
+
+    def set_loader(self, loader: Callable[[], None]) -> None:
+        self._loader = loader
+
+    def _load(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader()
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
-        self._entries[name] = entry
-        return entry
-
-    def replace(self, name: str, entry: T) -> T:
-        """Swap the entry of an already registered ``name`` (e.g. to attach a batched builder)."""
-        self.get(name)
         self._entries[name] = entry
         return entry
 
@@ -40,6 +43,7 @@ class Registry(Generic[T]):
         return lambda entry: self.add(name, entry)
 
     def get(self, name: str) -> T:
+        self._load()
         if name not in self._entries:
             raise UserError(self.unknown_message(name))
         return self._entries[name]
@@ -50,13 +54,17 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self.names())}"
 
     def names(self, pattern: str = "*") -> list[str]:
+        self._load()
         return [n for n in self._entries if fnmatch.fnmatch(n, pattern)]
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
+        self._load()
         return iter(self._entries)
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

@@ -19,7 +19,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .checks import check_config, worker_count
+from .options import build_parser
+from .provenance import provenance
+from .version import __version__
 from .config import BenchConfig, to_dict
 from .ranges import RangeError, check_bench_config
 from .registry import UserError
@@ -59,7 +62,6 @@ def warn(message: str) -> None:
 
 def explicit_flags(argv: list[str]) -> set[str]:
     """The destinations of the flags actually given in ``argv`` (defaults suppressed)."""
-    from .cli import build_parser
     parser = build_parser()
     for action in parser._actions:   # argparse has no public "was it given" query
         action.default = argparse.SUPPRESS
@@ -120,7 +122,6 @@ def _rebuild(default: Any, recorded: dict[str, Any], where: str, missing: list[s
 
 def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
     """The recorded configuration with only ``ALLOWED`` flags applied, validated like one from flags."""
-    from . import cli
     given = explicit_flags(args.argv) - {"replay"}
     refused = sorted(given - set(ALLOWED))
     if refused:
@@ -145,7 +146,7 @@ def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
         changes["scheduler"] = None
     if not (changes.get("scheduler", getattr(config, "scheduler", None))):
         jobs = args.jobs if "jobs" in given else config.jobs
-        changes["jobs"] = cli._worker_count(jobs, len(config.methods) * len(config.seeds))
+        changes["jobs"] = worker_count(jobs, len(config.methods) * len(config.seeds))
         if "jobs" not in given and changes["jobs"] != config.jobs:
             warnings.append(f"--jobs {config.jobs} recorded, {changes['jobs']} usable here")
     config = dataclasses.replace(config, **changes)
@@ -153,14 +154,13 @@ def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
     config, pinned = _pin_recipes(config, info)
     if not (config.seeds and config.ipc >= 1 and config.evals_per_set >= 1 and 0.0 <= config.ddrs_weight <= 1.0):
         raise UserError("--replay: the recorded seeds, IPC, evals per set or DDRS weight are out of range")
-    config = cli.check_config(config, args.jobs if "jobs" in given else config.jobs)
+    config = check_config(config, args.jobs if "jobs" in given else config.jobs)
     for line in warnings + pinned:
         warn(line)
     return config, Replayed(path, info)
 
 
 def _provenance_warnings(info: dict[str, Any], config: BenchConfig) -> list[str]:
-    from .harness import provenance
     warnings = []
     versions = info.get("versions") or {}
     if versions.get("dsvbench") != __version__:

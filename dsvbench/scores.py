@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .records import label_columns
+
 DEFAULT_WEIGHT = 0.5
 SCORE_COLUMNS = ("ior_mean", "ior_std", "hlr_mean", "hlr_std", "ddrs_mean", "ddrs_std", "score_pairs",
                  "full_data_accuracy", "ddrs_weight")
@@ -50,7 +52,6 @@ def add_scores(summary: pd.DataFrame, records: list[dict[str, Any]], full_data: 
                weight: float = DEFAULT_WEIGHT) -> tuple[pd.DataFrame, list[str]]:
     """``summary`` with :data:`SCORE_COLUMNS` per column, and the notes that explain them; unchanged
     (no notes) when there is neither a random column nor a full-data accuracy to score against."""
-    from .results import label_columns
     labelled = label_columns(records)[0]
     randoms = [r for r in labelled if r["method"] == "random"]
     if summary.empty or not (randoms or full_data):

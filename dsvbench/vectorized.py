@@ -1,4 +1,4 @@
-"""Retrain several networks on one condensed set at once (SPEC §9: vectorized over models).
+"""Retrain several networks on one condensed set at once (vectorized over models; docs/sources.md#scale).
 
 The networks' parameters are stacked (``torch.func.stack_module_state``) and one
 ``vmap``-ed gradient call serves all of them, which on a GPU turns M tiny IPC-1 batches

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-import dsvbench.harness as harness
+import dsvbench.tasks as tasks
 from dsvbench.baselines import dd as dd_module
 from dsvbench.cli import main
 from dsvbench.config import BenchConfig, DataConfig, eval_recipe, to_dict
@@ -42,7 +42,7 @@ def dd_context(dataset: ImageDataset, seed: int = 0):
     load_methods()
     spec = METHODS.get("dd")
     config = BenchConfig(data=DataConfig("digits"), model="convnet_tiny", methods=("dd",))
-    return spec, harness.make_context(config, spec, seed, dataset, pretrained=None)
+    return spec, tasks.make_context(config, spec, seed, dataset, pretrained=None)
 
 
 def test_dd_context_holds_the_training_split_and_nothing_of_the_test_split():
@@ -78,7 +78,7 @@ def dd_cli_run(tmp_path_factory):
     """One tiny CLI run on digits (dd: 1 epoch, retraining 2 epochs, 1 seed), spying on the retraining."""
     out = tmp_path_factory.mktemp("dd-run")
     calls = []
-    original = harness.retrain_population
+    original = tasks.retrain_population
 
     def spy(models, generators, items, test_images, test_labels, evaluation, *args, **kwargs):
         calls.append({"items": [(x.clone(), y.clone()) for x, y in items], "test_images": test_images.clone(),
@@ -86,12 +86,12 @@ def dd_cli_run(tmp_path_factory):
         return original(models, generators, items, test_images, test_labels, evaluation, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness, "retrain_population", spy)
+        patch.setattr(tasks, "retrain_population", spy)
         code = main(["--dataset", "digits", "--methods", "dd", "--set", "dd.epochs=1", "--eval-epochs", "2",
                      "--seeds", "1", "--jobs", "1", "--quiet", "--out", str(out),
                      "--cache-dir", str(out / "cache")])
     assert code == 0
-    dataset = harness.load_dataset(DataConfig("digits"), str(out / "cache"))
+    dataset = tasks.load_dataset(DataConfig("digits"), str(out / "cache"))
     return out, calls, dataset
 
 

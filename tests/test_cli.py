@@ -133,7 +133,8 @@ def test_evals_per_set_retrains_several_networks_per_set(capsys, tmp_path):
 
 @pytest.mark.parametrize("methods, noted", [(["random", "dc"], False), (["herding"], True)])
 def test_changed_pretraining_is_noted_only_when_a_method_uses_theta(methods, noted):
-    from dsvbench.cli import budget_notes, build_parser, config_from_args
+    from dsvbench.options import build_parser, config_from_args
+    from dsvbench.runinfo import budget_notes
     config = config_from_args(build_parser().parse_args(
         ["--dataset", "digits", "--pretrain-epochs", "3", "--methods", *methods]))
     assert any("CHANGED PRETRAINING" in note for note in budget_notes(config)) == noted

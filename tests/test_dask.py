@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("distributed")
 
 from dsvbench.cli import main  # noqa: E402
-from dsvbench.harness import set_digest  # noqa: E402
+from dsvbench.setcache import set_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--pretrain-epochs", "1", "--eval-epochs", "2", "--quiet"]

@@ -12,7 +12,7 @@ from torch import nn
 
 from dsvbench import training
 from dsvbench.augment import DC_STRATEGIES, draw
-from dsvbench.cli import build_parser, config_from_args
+from dsvbench.options import build_parser, config_from_args
 from dsvbench.config import eval_recipe
 from dsvbench.registry import UserError
 from dsvbench.vectorized import train_stacked

@@ -76,9 +76,9 @@ def test_cifar_unpickler_reads_numpy_pickles_of_every_protocol(tmp_path):
 
 def set_cache_path(tmp_path: Path, cache: Path) -> Path:
     """The exact name the harness gives the set of ``FAST`` (random, seed 0) in ``cache``."""
-    from dsvbench.cli import build_parser, config_from_args
+    from dsvbench.options import build_parser, config_from_args
     from dsvbench.data import load_dataset
-    from dsvbench.harness import method_recipe, set_key
+    from dsvbench.plan import method_recipe, set_key
     from dsvbench.methods import METHODS
     config = config_from_args(build_parser().parse_args([*FAST, "--out", str(tmp_path / "probe"),
                                                           "--cache-dir", str(cache)]))
@@ -296,27 +296,28 @@ def test_unwritable_cache_dir_is_refused(capsys, tmp_path):
 
 
 def test_jobs_are_capped_by_cores_and_tasks():
-    from dsvbench.cli import build_parser, config_from_args
+    from dsvbench.options import build_parser, config_from_args
     config = config_from_args(build_parser().parse_args(
         ["--dataset", "digits", "--methods", "random", "herding", "--seeds", "3", "--jobs", "1000"]))
     assert 1 <= config.jobs <= min(os.cpu_count(), 6)
 
 
 def test_set_for_a_method_outside_the_run_is_validated_but_not_noted():
-    from dsvbench.cli import budget_notes, build_parser, config_from_args
+    from dsvbench.options import build_parser, config_from_args
+    from dsvbench.runinfo import budget_notes
     config = config_from_args(build_parser().parse_args(
         ["--dataset", "digits", "--methods", "random", "--set", "dc.iterations=5"]))
     assert not any("dc.iterations" in note for note in budget_notes(config))
 
 
 def test_ctrl_c_is_one_line_with_the_finished_count_and_exit_130(capsys, tmp_path, monkeypatch):
-    import dsvbench.cli as cli
+    import dsvbench.api as api
     common = [*FAST, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     assert run_cli(capsys, *common)[0] == 0
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "run", interrupted)
+    monkeypatch.setattr(api, "run_all", interrupted)
     code, _, err = run_cli(capsys, *common, "--seed-list", "0", "1")
     assert code == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "interrupted; 1 records finished" in err and "rerun to resume" in err
@@ -352,24 +353,24 @@ def test_garbage_run_json_does_not_stop_from(capsys, tmp_path):
 
 def test_provenance_names_this_checkout_once_per_process(monkeypatch):
     import subprocess
-    import dsvbench.harness as harness
-    monkeypatch.setattr(harness, "_PROVENANCE", {})
-    first = harness.provenance()
+    import dsvbench.provenance as prov
+    monkeypatch.setattr(prov, "_PROVENANCE", {})
+    first = prov.provenance()
     assert set(first) == {"dsvbench_version", "git_commit", "git_dirty"}
-    if (Path(harness.__file__).resolve().parents[1] / ".git").exists():
+    if (Path(prov.__file__).resolve().parents[1] / ".git").exists():
         assert len(first["git_commit"]) == 40 and isinstance(first["git_dirty"], bool)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("git asked twice"))
-    assert harness.provenance() == first
+    assert prov.provenance() == first
 
 
 def test_provenance_outside_a_git_checkout_is_none(tmp_path):
-    from dsvbench.harness import _git_state
+    from dsvbench.provenance import _git_state
     (tmp_path / "dsvbench").mkdir()
     assert _git_state(tmp_path / "dsvbench") == {"git_commit": None, "git_dirty": None}
 
 
 def test_code_versions_note_flags_mixed_code():
-    from dsvbench.results import code_versions
+    from dsvbench.records import code_versions
     clean = {"dsvbench_version": "0.1.0", "git_commit": "a" * 40, "git_dirty": False}
     assert code_versions([{}]) == []
     assert code_versions([clean, clean]) == ["code: dsvbench 0.1.0 at aaaaaaaaaaaa"]
@@ -441,7 +442,7 @@ def test_a_worker_whose_run_died_before_it_started_ends_at_once():
     import sys
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    probe = "import sys; from dsvbench.harness import _exit_with_run; _exit_with_run({!r}, {}); print('ran')"
+    probe = "import sys; from dsvbench.dispatch import _exit_with_run; _exit_with_run({!r}, {}); print('ran')"
     host = socket.gethostname()
     orphan = subprocess.run([sys.executable, "-c", probe.format(host, dead.pid)], capture_output=True, text=True)
     assert (orphan.returncode, orphan.stdout) == (1, "")

@@ -15,11 +15,11 @@ import pytest
 
 from dsvbench.cli import main
 from dsvbench.config import BenchConfig, PretrainRecipe, config_hash
-from dsvbench.harness import set_key
+from dsvbench.plan import set_key
 from dsvbench.methods import METHODS, load_methods, register_method
 from dsvbench.plan import resolve
 from dsvbench.pretrain import dataset_fingerprint, load_or_pretrain
-from dsvbench.results import label_columns, merge_runs, select_records
+from dsvbench.records import label_columns, merge_runs, select_records
 from tests.conftest import make_tiny_dataset
 
 load_methods()

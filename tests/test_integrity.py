@@ -57,7 +57,7 @@ def test_swapped_cached_sets_are_refused_and_rebuilt(capsys, tmp_path):
 
 @pytest.mark.parametrize("damage", ["shape", "labels", "nan"])
 def test_cached_set_that_cannot_be_this_set_is_rebuilt(capsys, tmp_path, damage):
-    from dsvbench.harness import set_digest
+    from dsvbench.setcache import set_digest
     cache, out = tmp_path / "cache", tmp_path / "out"
     common = [*FAST, "--out", str(out), "--cache-dir", str(cache)]
     assert run_cli(capsys, *common)[0] == 0
@@ -203,7 +203,7 @@ def test_value_out_of_range_is_one_line_and_exit_2_before_any_work(capsys, tmp_p
 
 
 def test_force_lifts_a_work_bound_but_never_a_range():
-    from dsvbench.cli import build_parser, config_from_args
+    from dsvbench.options import build_parser, config_from_args
     from dsvbench.registry import UserError
     parse = lambda *a: config_from_args(build_parser().parse_args(["--dataset", "digits", *a]))  # noqa: E731
     assert parse("--methods", "dsvg", "--set", "dsvg.steps=100000000", "--force").force

@@ -1,6 +1,6 @@
 """The run's task list: one task per column (chunks on CPU workers), longest first."""
 from dsvbench.config import BenchConfig
-from dsvbench.harness import plan
+from dsvbench.plan import plan_tasks as plan
 from dsvbench.methods import METHODS, load_methods
 
 

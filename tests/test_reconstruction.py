@@ -184,7 +184,7 @@ def test_benchmark_smoke_reconstructs_training_digits(tmp_path):
 @pytest.mark.parametrize("preset", ["seed", "neurips", "recon"])
 def test_every_preset_field_builds_a_valid_recipe(preset):
     """A preset's strings go through the run's own recipe building (MethodSpec.make_recipe, as --set)."""
-    from dsvbench.cli import preset_overrides
+    from dsvbench.plan import preset_overrides
     from dsvbench.methods import METHODS, load_methods
     load_methods()
     for method in ("dsvs", "dsvg"):

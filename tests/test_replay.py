@@ -6,7 +6,9 @@ import time
 import pandas as pd
 import pytest
 
-from dsvbench.cli import build_parser, config_from_args, main, run_info
+from dsvbench.cli import main
+from dsvbench.options import build_parser, config_from_args
+from dsvbench.runinfo import run_info
 from dsvbench.plan import resolve
 from dsvbench.replay import replay_config
 

@@ -243,7 +243,7 @@ def test_dc_and_dd_run_with_batchnorm_networks():
 
 def test_dc_with_dsa_is_evaluated_with_dsa_for_1000_epochs():
     from dsvbench.config import BenchConfig
-    from dsvbench.harness import column_eval_recipe
+    from dsvbench.plan import column_eval_recipe
     load_methods()
     spec = METHODS.get("dc")
     plain = column_eval_recipe(BenchConfig(methods=("dc",)), spec, "cifar10")

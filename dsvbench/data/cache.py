@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import CacheMismatch, atomic_torch_save, load_cache_file
 from ..config import DataConfig, config_hash
-from . import SOURCES, ImageDataset
+from .dataset import SOURCES, ImageDataset
 from .folder import file_sha256, folder_signature
 
 FORMAT = 3  # version of the stored layout ({"dataset", "sha256", "source"})

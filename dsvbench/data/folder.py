@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..registry import UserError
-from . import DatasetMissing, RawSplits
+from .dataset import DatasetMissing, RawSplits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MODES = {"RGB": 3, "L": 1}

@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from ..config import DataConfig
-from . import DATASETS, SOURCES, RawSplits, missing
+from .dataset import DATASETS, SOURCES, RawSplits, missing
 from .download import fetch_with_torchvision
 from .folder import read_image_folder
 from .formats import read_cifar_batches, read_cifar_names, read_idx_pair, read_svhn_mat, resolve_gz

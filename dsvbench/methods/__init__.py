@@ -1,7 +1,8 @@
 """Method registry: the suite's own methods live here, the baselines in ``dsvbench.baselines``.
 
 :func:`load_methods` imports both (and external packages that register methods
-through the ``dsvbench.methods`` entry-point group), then the registry is complete.
+through the ``dsvbench.methods`` entry-point group), then the registry is complete.  The registry
+calls it itself before its first lookup, so no caller needs to.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import sys
 from pathlib import Path
 from importlib.metadata import entry_points
 
-from .base import (METHODS, AccessDenied, BuildContext, CondensedSet, MethodFailed, MethodSpec,
-                   batched_builder, register_method, take_per_class)
+from .base import (METHODS, AccessDenied, BuildContext, CondensedSet, MethodFailed, MethodSpec, NamesOwnTheta,
+                   NamesRetraining, register_method, take_per_class)
 
 __all__ = ["METHODS", "AccessDenied", "BuildContext", "CondensedSet", "MethodFailed", "MethodSpec",
-           "batched_builder", "register_method", "take_per_class", "load_methods"]
+           "NamesOwnTheta", "NamesRetraining", "register_method", "take_per_class", "load_methods"]
 
 BUILTIN_MODULES = ("dsvbench.baselines",)
 _loaded = False
@@ -51,3 +52,6 @@ def load_methods() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
     for entry in entry_points(group="dsvbench.methods"):
         entry.load()
+
+
+METHODS.set_loader(load_methods)

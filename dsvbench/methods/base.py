@@ -1,8 +1,8 @@
-"""The method interface (SPEC §5): one registry, one signature.
+"""The method interface (docs/methods.md): one registry, one signature.
 
 A method is a function ``build(ctx: BuildContext, recipe) -> CondensedSet`` registered
 with :func:`register_method`, which records what it needs (training data, the
-pretrained model, training dynamics) so the harness prepares only that, and which
+pretrained model, training dynamics) so the run prepares only that, and which
 frozen dataclass holds its hyper-parameters (the paper's values as defaults)::
 
     @dataclass(frozen=True)
@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -141,6 +141,7 @@ class MethodSpec:
     version: int = 1                # code version: bumped when the method's sets change (part of the set key)
     cost: float = 1.0               # build seconds per seed at the default budgets (digits, one CPU
                                     # thread, measured): only orders a run's tasks, longest first
+    presets: dict[str, dict[str, str]] = field(default_factory=dict)   # --preset NAME -> field -> value
 
     def batched_on(self, device: torch.device | str) -> bool:
         """Whether this method builds several seeds in one call on ``device``."""
@@ -209,7 +210,9 @@ METHODS: Registry[MethodSpec] = Registry("method")
 def register_method(name: str, *, table_name: str, group: str, recipe: type, eval_recipe: str,
                     needs_data: bool = False, needs_model: bool = False, needs_dynamics: bool = False,
                     order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None,
-                    smoke: dict[str, Any] | None = None, version: int = 1, cost: float = 1.0):
+                    smoke: dict[str, Any] | None = None, version: int = 1, cost: float = 1.0,
+                    build_many: Callable[[list[BuildContext], Any], list[CondensedSet]] | None = None,
+                    batched_on_cpu: bool = True, presets: dict[str, dict[str, str]] | None = None):
     """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``.
 
     ``smoke`` holds recipe values that make a build take about a second (few steps);
@@ -218,6 +221,11 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
     it builds; it is part of the set key (sets the old code built are not reused) and of every record.
     ``cost`` estimates the build seconds per seed at the default budgets (scheduling only: a run
     starts its longest tasks first so that its workers finish together).
+    ``build_many(contexts, recipe) -> [CondensedSet]`` builds several seeds in one call (seed s's
+    set must be what ``build`` gives for seed s); ``batched_on_cpu=False``: stacking pays only on
+    accelerators, so on the CPU the seeds are built one by one (and spread over ``--jobs`` workers).
+    ``presets`` names sets of recipe values (``--preset NAME``, as ``--set`` strings) this method
+    takes part in; a preset may span several methods, each registering its own fields.
     """
     if group not in ("selection", "synthesis"):
         raise ValueError(f"group must be 'selection' or 'synthesis', got {group!r}")
@@ -225,26 +233,35 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
         raise ValueError(f"eval_recipe must be 'dc' or 'dsv', got {eval_recipe!r}")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"version must be an int of at least 1, got {version!r}")
+    fields = {f.name for f in dataclasses.fields(recipe)}
+    for preset, values in (presets or {}).items():
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"preset {preset!r} of {name!r} sets unknown recipe fields {unknown}")
 
     def decorator(build):
         METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
                                      needs_model, needs_dynamics, order, recipe_defaults, dict(smoke or {}),
-                                     version=version, cost=float(cost)))
+                                     build_many=build_many, batched_on_cpu=batched_on_cpu, version=version,
+                                     cost=float(cost), presets={k: dict(v) for k, v in (presets or {}).items()}))
         return build
     return decorator
 
 
-def batched_builder(name: str, cpu: bool = True):
-    """Decorator: register ``build_many(contexts, recipe) -> [CondensedSet]`` for method ``name``
-    (registered before with :func:`register_method`); the harness then builds all seeds of a
-    column in one call.  ``build`` stays the single-seed entry point.  ``cpu=False``: stacking
-    pays only on accelerators, so on the CPU the seeds are built one by one (and spread over
-    ``--jobs`` workers)."""
-    def decorator(build_many):
-        spec = METHODS.get(name)
-        METHODS.replace(name, dataclasses.replace(spec, build_many=build_many, batched_on_cpu=cpu))
-        return build_many
-    return decorator
+@runtime_checkable
+class NamesRetraining(Protocol):
+    """A recipe hook: a recipe with a ``retrain`` field names the evaluation recipe its column is
+    retrained with (``dsv``, ``adam``, ``dc``, ``dsa``), instead of the method's registered
+    ``eval_recipe``; ``--eval-recipe`` still overrides it (the DSV methods; DC with ``dsa=True``)."""
+    retrain: str
+
+
+@runtime_checkable
+class NamesOwnTheta(Protocol):
+    """A recipe hook: ``pretrained_spec()`` returns (architecture, PretrainRecipe overrides) of a θ* the
+    method trains for itself (cached like the run's), or None for the run's θ*.  Read only when the
+    method declares ``needs_model``."""
+    def pretrained_spec(self) -> tuple[str, dict[str, Any]] | None: ...
 
 
 def take_per_class(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int,

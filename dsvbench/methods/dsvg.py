@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
-from .base import BuildContext, CondensedSet, MethodFailed, batched_builder, register_method, take_per_class
+from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
 from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                        rescale_due, rescale_groups, step_multipliers)
-from .kkt_recipe import KKTRecipe
+from .kkt_recipe import KKTRecipe, kkt_presets
 from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
 
 
@@ -85,14 +85,6 @@ def recipe_defaults(dataset: str) -> dict:
     return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
 
 
-@register_method("dsvg", table_name="DSVg", group="synthesis", recipe=DSVgRecipe, eval_recipe="dsv",
-                 needs_model=True, order=2, recipe_defaults=recipe_defaults, version=2, cost=16,  # 2: seeds batched
-                 smoke={"candidates_per_class": 3, "steps": 4, "lowres_steps": 2})
-def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:
-    return build_dsvg_many([ctx], recipe)[0]
-
-
-@batched_builder("dsvg")
 def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[CondensedSet]:
     """All seeds in one optimization: seed g's N·C candidates are group g (its own noise, λ scale,
     λ rescaling, removal and augmentation draws, each from its own generator); x and λ are updated
@@ -162,6 +154,14 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
     images, lam = render(x.detach()), unit[groups] * mu.detach()
     return [_select(c, kkt, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, sl, history in zip(contexts, seed_slices, histories)]
+
+
+@register_method("dsvg", table_name="DSVg", group="synthesis", recipe=DSVgRecipe, eval_recipe="dsv",
+                 needs_model=True, order=2, recipe_defaults=recipe_defaults, version=2, cost=16,  # 2: seeds batched
+                 smoke={"candidates_per_class": 3, "steps": 4, "lowres_steps": 2},
+                 build_many=build_dsvg_many, presets=kkt_presets("dsvg"))
+def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:
+    return build_dsvg_many([ctx], recipe)[0]
 
 
 def _descend(kkt, recipe: DSVgRecipe, contexts: list[BuildContext], images: torch.Tensor, labels: torch.Tensor,

@@ -16,12 +16,12 @@ import torch
 
 from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, Range, count
-from .base import (BuildContext, CondensedSet, MethodFailed, batched_builder, cached_for_model, register_method,
+from .base import (BuildContext, CondensedSet, MethodFailed, cached_for_model, register_method,
                    take_per_class)
 from .deepkkt import primal_loss
 from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                        rescale_due, rescale_groups, step_multipliers)
-from .kkt_recipe import KKTRecipe
+from .kkt_recipe import KKTRecipe, kkt_presets
 from .kkt_terms import initial_multipliers
 
 
@@ -62,14 +62,6 @@ def recipe_defaults(dataset: str) -> dict:
     return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
 
 
-@register_method("dsvs", table_name="DSVs", group="selection", recipe=DSVsRecipe, eval_recipe="dsv",
-                 needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
-                 smoke={"pool_per_class": 4, "steps": 3, "correct_only": False}, version=2, cost=4.5)  # 2: seeds batched
-def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
-    return build_dsvs_many([ctx], recipe)[0]
-
-
-@batched_builder("dsvs")
 def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[CondensedSet]:
     """All seeds in one pass per step: seed g's pool is group g (its own draw, λ scale, rescaling,
     removal and augmentation draws).  With the classifier target the clean pool's features are
@@ -120,6 +112,14 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
     lam = unit[groups] * mu.detach() * alive
     return [_select(c, kkt, p, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, p, sl, history in zip(contexts, pools, seed_slices, histories)]
+
+
+@register_method("dsvs", table_name="DSVs", group="selection", recipe=DSVsRecipe, eval_recipe="dsv",
+                 needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
+                 smoke={"pool_per_class": 4, "steps": 3, "correct_only": False}, version=2, cost=4.5,
+                 build_many=build_dsvs_many, presets=kkt_presets("dsvs"))  # 2: seeds batched
+def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:
+    return build_dsvs_many([ctx], recipe)[0]
 
 
 def _draw_pool(ctx: BuildContext, recipe: DSVsRecipe, kkt) -> torch.Tensor:

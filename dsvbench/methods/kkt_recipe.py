@@ -131,8 +131,7 @@ _NEURIPS = {"params": "all", "normalize": "mean", "objective": "margin", "gamma"
 _RECON = {"params": "all", "objective": "margin", "distance": "sq_l2", "sqrt": "none", "normalize": "none",
           "gamma": "0", "primal_weight": "0", "dual": "floor", "lambda_floor": "0.415", "lambda_optimizer": "sgd",
           "lambda_momentum": "0.9", "rescale_every": "0", "theta_model": "convnet_dsv", "retrain": "dc"}
-PRESETS: dict[str, dict[str, dict[str, str]]] = {
-    "seed": {},
+PRESETS: dict[str, dict[str, dict[str, str]]] = {   # preset -> method -> field -> value
     # NeurIPS 2024 version, Implementation Details: "averaged the distance per parameter", η = 5,
     # α = 2e-3, prior weights 0, retraining with Adam lr 1e-4; Alg. 1 with λ_i y_i ∇θ Φ(x_i);
     # θ* a conv + max-pool ConvNet trained to nearly 100 % (our convnet_dsv).
@@ -143,3 +142,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
                        "momentum": "0.9", "init_std": "0.00174", "lowres_steps": "0", "range_weight": "1",
                        "keep_per_class": "false"}},
 }
+
+
+def kkt_presets(method: str) -> dict[str, dict[str, str]]:
+    """The presets ``method`` (dsvs or dsvg) registers: preset name -> its recipe fields."""
+    return {name: dict(fields[method]) for name, fields in PRESETS.items() if method in fields}

@@ -1,0 +1,175 @@
+"""The library entry point: :func:`run` a benchmark and get its :class:`Results`, :func:`rerender`
+stored runs.  The command line (:mod:`.cli`) is a thin layer over these two::
+
+    import dsvbench
+    results = dsvbench.run(dataset="digits", methods=["random", "herding"], seeds=2, out="results/api-demo")
+    print(results.table())
+
+A run writes exactly what the command line's run writes (records, tables, ``run.json``, figures,
+report) under ``out``, and resumes from the records already there.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from .atomic import confined, read_json_object
+from .checks import check_config, check_ipc, check_writable, ddrs_weight
+from .config import BenchConfig
+from .data import load_dataset
+from .dispatch import run_all
+from .fulldata import full_data_accuracies, load_full_data
+from .options import config_from_flags
+from .plan import resolve
+from .process import keep_freed_memory
+from .provenance import provenance
+from .records import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, select_records,
+                      set_aside_unreadable, table_notes)
+from .registry import UserError
+from .report import render_report
+from .results import remove_outputs, render_text, write_outputs
+from .runinfo import budget_notes, print_config, run_info
+from .tasks import prepare
+
+
+@dataclass
+class Results:
+    """What a run or a re-rendering produced: the summary table (one row per column), the records
+    it was computed from, the notes said under it, and the failures (each one line)."""
+    out: Path
+    summary: pd.DataFrame
+    records: list[dict[str, Any]]
+    notes: list[str]
+    info: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The table as the command line prints it (with its notes)."""
+        return render_text(self.summary, self.notes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run(config: BenchConfig | None = None, *, progress: bool = False, verbose: bool = False,
+        **flags: Any) -> Results:
+    """Run the benchmark of ``config``, or of the command line's flags given as keyword arguments
+    (``dataset="digits", methods=["random"], seeds=2``; see :func:`.options.config_from_flags`).
+    Bad input raises :class:`.registry.UserError` before any work; a method that fails leaves a
+    failure record and a line in ``Results.failures``, the other columns go on."""
+    if config is None:
+        config = config_from_flags(**flags)
+    elif flags:
+        raise UserError(f"dsvbench.run: give a BenchConfig or flags, not both (got {', '.join(flags)})")
+    else:
+        config = check_config(config, config.jobs)
+    command = ["dsvbench.run", *(f"{k}={v!r}" for k, v in flags.items())]
+    return execute(config, progress=progress, echo=print if verbose else _silent, command=command)
+
+
+def _silent(*_: Any, **__: Any) -> None:
+    pass
+
+
+def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None] = print,
+            replayed: Any = None, command: Sequence[str] | None = None) -> Results:
+    """The pipeline of a checked ``config``: plan, data, θ*, tasks, records, outputs."""
+    started = time.time()
+    keep_freed_memory()   # dsvbench.process: measured 20–25 % off the CPU hot loops
+    with confined(config.out, config.cache_dir):   # dsvbench.atomic: every write lands under these two
+        provenance()   # the commit of the code this process loaded, asked now, not when a record is written
+        plan = resolve(config)
+        dataset = load_dataset(config.data, config.cache_dir)
+        check_ipc(config, dataset.class_counts())
+        if replayed is not None:
+            replayed.check(plan, dataset)   # same data, θ* and set keys as recorded, else a warning line each
+        print_config(plan, echo)
+        dataset, pretrained = prepare(config, progress=progress, dataset=dataset)
+        if pretrained is not None:
+            echo(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
+                 f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
+        set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
+        outcomes = run_all(config, progress=progress, loaded=(dataset, pretrained))
+        records = select_records(load_records(config.out), plan.record_keys(dataset), config.evals_per_set)
+        notes = budget_notes(config) + table_notes(records)
+        full_data = full_data_accuracies(plan, dataset, progress) if config.scores and records else []
+        info = run_info(plan, started, pretrained, dataset, command)
+        if replayed is not None:
+            info["replayed_from"] = str(replayed.path)
+        summary = write_outputs(config.out, records, info, notes, config.reference_dataset, full_data=full_data,
+                                ddrs_weight=config.ddrs_weight)
+        if not summary.empty:
+            echo(render_text(summary, notes))
+            try:
+                render_report(config.out, summary, records, [config.out])   # figures/ and report.html
+            except OSError:
+                remove_outputs(config.out)
+                raise
+    failures = [f"{o['task'].method} seed {', '.join(map(str, o['task'].seeds))} failed: {o['error']}"
+                for o in outcomes if o["error"]]
+    return Results(Path(config.out), summary, records, notes, info, failures)
+
+
+def rerender(folders: Sequence[str | Path], out: str | Path | None = None, *, in_place: bool = False,
+             reference_dataset: str | None = None, ddrs_weight_: float | None = None,
+             echo: Callable[..., None] = _silent) -> Results:
+    """Re-render stored runs, several merged: each model counted once, a method whose records differ
+    in recipe, evaluation, code version or θ* split into columns, nothing written into an input
+    folder unless ``in_place``, and one line per folder saying what was left out (``Results.failures``
+    lists the damaged records and the failed jobs)."""
+    folders = [str(folder) for folder in folders]
+    for folder in folders:
+        if not (Path(folder) / "records").is_dir():
+            raise UserError(f"--from {folder}: no records/ folder there; point it at a run's --out folder")
+    target = _rerender_target(folders, out, in_place)
+    records, left_out = merge_runs(folders)
+    for line in left_out:
+        print(f"dsvbench: {line}", file=sys.stderr)
+    if not records:
+        raise UserError(f"--from {' '.join(folders)}: no finished records to render")
+    notes, info = [], {}
+    for folder in folders:
+        info = _read_run_json(Path(folder) / "run.json") or info
+        notes += [n for n in info.get("notes", []) if n not in notes and not n.startswith((CODE_NOTE, SPLIT_NOTE))]
+    notes += table_notes(records)  # recomputed: merged runs may come from different code and recipes
+    reference = reference_dataset or (info.get("config", {}).get("reference_dataset"))
+    info.update(rendered_from=folders, left_out=left_out)
+    weight = (ddrs_weight(ddrs_weight_, False, True) if ddrs_weight_ is not None
+              else info.get("config", {}).get("ddrs_weight", 0.5))
+    summary = write_outputs(target, records, info, notes, reference, full_data=load_full_data(folders),
+                            ddrs_weight=weight)
+    echo(render_text(summary, notes))
+    render_report(target, summary, records, folders)   # figures/ and report.html, from the stored sets
+    failures = [line for line in left_out if "unreadable record" in line]
+    jobs = [f"failed job {f['method']} seed {f['seed']}: {f['error']}" for f in sum((load_failures(f) for f in folders), [])]
+    for line in jobs:
+        echo(line)
+    return Results(target, summary, records, notes, info, failures + jobs)
+
+
+def _rerender_target(folders: list[str], out: str | Path | None, in_place: bool) -> Path:
+    """The folder a re-rendering writes into: ``out``, never an input folder unless ``in_place``."""
+    target = Path(out or folders[0])
+    if target.resolve() in {Path(folder).resolve() for folder in folders} and not in_place:
+        where = f"--out {out} is an input folder" if out else f"without --out the outputs go to {target}"
+        raise UserError(f"--from: {where}, whose run.json and tables would be overwritten; "
+                        f"give --out NEW_FOLDER, or --in-place to rewrite {target}")
+    check_writable(target, "--out")
+    return target
+
+
+def _read_run_json(path: Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` (notes, config), None when absent or unreadable (said in one line)."""
+    if not path.exists():
+        return None
+    info = read_json_object(path)
+    if info is None:
+        print(f"dsvbench: {path} is unreadable; rendering without its notes", file=sys.stderr)
+        return None
+    return info

@@ -1,0 +1,38 @@
+"""What code made a record: dsvbench's version and, in a git checkout of dsvbench, its commit and
+whether the code had uncommitted changes; asked once per process and pinned."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+_PROVENANCE: dict[str, Any] = {}
+
+
+def provenance() -> dict[str, Any]:
+    """What code made a record: ``dsvbench_version``, ``git_commit`` and ``git_dirty`` (uncommitted
+    changes to the code: ``dsvbench/``, ``baselines/``, ``run_bench.py``, ``pyproject.toml``).
+
+    Git is asked once per process; both git fields are None outside a git checkout of dsvbench
+    (a wheel install, no git, or a package that lies in some other repository).
+    """
+    if not _PROVENANCE:
+        from .version import __version__
+        _PROVENANCE.update(dsvbench_version=__version__, **_git_state(Path(__file__).resolve().parent))
+    return dict(_PROVENANCE)
+
+
+def _git_state(package: Path) -> dict[str, Any]:
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=package.parent, capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top is None or Path(top).resolve() != package.parent:
+            return {"git_commit": None, "git_dirty": None}
+        status = git("status", "--porcelain", "--", "dsvbench", "baselines", "run_bench.py", "pyproject.toml")
+        return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
