@@ -52,14 +52,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsvbench.augment import augment
 from dsvbench.config import PretrainRecipe, config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.methods.base import cached_for_model
 from dsvbench.models import create_model
+from dsvbench.pretrain import adam_stage
 from dsvbench.ranges import MAX_SIZE, Range, count
 from dsvbench.registry import UserError
-from dsvbench.training import minibatches
 
 FEATURE_KINDS = ("pretrained", "per-seed", "random-init", "pixels")
 CRITERIA = ("argmin", "argmax")
@@ -166,26 +165,16 @@ def feature_network_recipe(ctx: BuildContext, recipe: HerdingRecipe) -> Pretrain
 
 
 def train_feature_network(ctx: BuildContext, recipe: PretrainRecipe, seed: int) -> nn.Module:
-    """A network of θ*'s architecture trained on the full training set with ``recipe``, the
-    same loop as θ*'s Adam stage (``dsvbench.pretrain``) with a generator seeded by ``seed``
-    for initialization, shuffling and augmentation — with ``seed`` = θ*'s recipe seed and
-    θ*'s epochs it *is* θ* before the polish."""
+    """A network of θ*'s architecture trained on the full training set with ``recipe``: θ*'s Adam stage
+    (:func:`dsvbench.pretrain.adam_stage`) with a generator seeded by ``seed`` for initialization,
+    shuffling and augmentation — with ``seed`` = θ*'s recipe seed and θ*'s epochs it *is* θ* before
+    the polish."""
     generator = torch.Generator().manual_seed(seed)
     model = create_model(ctx.model_name, ctx.shape, generator).to(ctx.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    images, labels = ctx.train_images, ctx.train_labels
-    total = recipe.epochs * -(-len(labels) // recipe.batch_size)
-    model.train()
-    step = 0
-    for _ in range(recipe.epochs):
-        for batch in minibatches(len(labels), recipe.batch_size, generator):
-            batch = batch.to(images.device)
-            loss = F.cross_entropy(model(augment(images[batch], recipe.augment, generator)), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-        ctx.progress(step=step, total=total)
+    steps_per_epoch = -(-len(ctx.train_labels) // recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    adam_stage(model, ctx.train_images, ctx.train_labels, recipe, generator,
+               on_epoch=lambda epoch, loss: ctx.progress(step=(epoch + 1) * steps_per_epoch, total=total))
     return model.eval()
 
 

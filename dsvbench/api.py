@@ -30,7 +30,7 @@ from .process import keep_freed_memory
 from .provenance import provenance
 from .records import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, select_records,
                       set_aside_unreadable, table_notes)
-from .registry import UserError
+from .registry import UserError, say
 from .report import render_report
 from .results import remove_outputs, render_text, write_outputs
 from .runinfo import budget_notes, print_config, run_info
@@ -130,7 +130,7 @@ def rerender(folders: Sequence[str | Path], out: str | Path | None = None, *, in
     target = _rerender_target(folders, out, in_place)
     records, left_out = merge_runs(folders)
     for line in left_out:
-        print(f"dsvbench: {line}", file=sys.stderr)
+        say(line)
     if not records:
         raise UserError(f"--from {' '.join(folders)}: no finished records to render")
     notes, info = [], {}

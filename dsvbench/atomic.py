@@ -8,13 +8,14 @@ import json
 import os
 import pickle
 import re
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
+
+from .registry import say
 
 
 def read_json_object(path: Path | str) -> dict[str, Any] | None:
@@ -130,7 +131,7 @@ def load_cache_file(path: Path | str, use: Callable[[Any], T], what: str, action
             reason = str(error)
         except Exception as error:  # noqa: BLE001 - a cache file is only ever a cache: rebuild it
             reason = f"is malformed ({_first_line(error)})"
-    print(f"dsvbench: {what} {path} {reason}; {action}", file=sys.stderr, flush=True)
+    say(f"{what} {path} {reason}; {action}")
     return None
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .process import usable_cores
-from .registry import UserError
+from .registry import UserError, first_line
 
 if TYPE_CHECKING:
     from .config import BenchConfig
@@ -39,7 +39,7 @@ def check_scheduler(address: str, device: str) -> int:
         client = _within(lambda: Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False),
                          CONNECT_TIMEOUT + 2, "no answer in the dask protocol")
     except Exception as error:  # noqa: BLE001 - OSError (refused, timed out), ValueError (bad address), ...
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"--scheduler {address}: no dask scheduler reachable there ({reason}); start one with "
                         "`dask scheduler` and give the address it prints (tcp://HOST:8786)") from None
     try:
@@ -143,7 +143,7 @@ def _started(start: Any, what: str) -> Any:
     try:
         return start()
     except Exception as error:  # noqa: BLE001 - whatever dask raised, said in one line
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         raise UserError(f"{what} ({reason}); run the same command again to resume") from None
 
 
@@ -204,5 +204,5 @@ def _lost(config: BenchConfig, task: Task, error: BaseException) -> dict[str, An
     """The outcome of a task the cluster could not finish: a failure record per seed, as for a task
     that raised, so the rerun redoes exactly it."""
     from .tasks import write_failures
-    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    message = first_line(error, with_type=True)
     return {"task": task, "records": [], "error": write_failures(Path(config.out), task, message, "")}

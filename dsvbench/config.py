@@ -221,7 +221,12 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def canonical_json(value: Any) -> str:
+    """One text per value: keys sorted, anything else as ``str`` (comparisons and hashes of configs)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def config_hash(*parts: Any, length: int = 12) -> str:
     """Content hash of configuration objects, used as cache keys for artefacts."""
-    text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    text = canonical_json([to_dict(p) for p in parts])
     return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ import pandas as pd
 
 from .atomic import atomic_write_bytes, read_json_object
 from .images import class_rows
+from .registry import first_line, say
 
 DPI = 100
 FILES = {"table": "table.png", "fig3": "fig3_dsvg_dynamics.png", "fig4": "fig4_dsvs_lambda_vs_accuracy.png",
@@ -71,7 +71,7 @@ def find_sets(folders: list[Path | str], records: list[dict[str, Any]] | None = 
                 continue
             metadata = read_json_object(path)
             if metadata is None:
-                print(f"dsvbench: {path} is unreadable; its set is left out of the figures", file=sys.stderr)
+                say(f"{path} is unreadable; its set is left out of the figures")
                 continue
             if wanted is not None and "set_key" in metadata and metadata["set_key"] not in wanted[(method, seed)]:
                 continue
@@ -113,7 +113,7 @@ def write_figures(out: Path | str, summary: pd.DataFrame, sets: dict[str, dict[i
             if figure is not None:
                 written[name] = save_png(figure, path)
         except Exception as error:  # noqa: BLE001 - a figure must not cost the run its tables
-            print(f"dsvbench: figure {path} not drawn ({type(error).__name__}: {error})", file=sys.stderr)
+            say(f"figure {path} not drawn ({first_line(error, with_type=True)})")
         if name not in written:
             path.unlink(missing_ok=True)
     return written

@@ -14,7 +14,6 @@ population of ``training.retrain_population`` is slower at full-data batch sizes
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ from joblib import Parallel, delayed
 from .atomic import atomic_write_json, read_json_object
 from .config import BenchConfig, EvalRecipe, config_hash, to_dict
 from .data import ImageDataset, load_dataset
-from .plan import derive_seed, device_of
-from .process import usable_cores
-from .provenance import provenance
 from .models import create_model
+from .plan import derive_seed, device_of
 from .pretrain import dataset_fingerprint
-from .process import configure
+from .process import configure, usable_cores
+from .provenance import provenance
+from .registry import say
 from .training import retrain
 
 FOLDER = "full-data"
@@ -51,8 +50,8 @@ def full_data_accuracies(plan: Any, dataset: ImageDataset, progress: bool = True
     missing = [(recipe, seed, key) for recipe, seed, key in wanted if key not in found]
     if missing:
         if progress:
-            print(f"full-data accuracy: training {config.retrain_model} on all {len(dataset.train_y)} training "
-                  f"images for {len(missing)} (recipe, seed) pair(s) (--scores)", file=sys.stderr, flush=True)
+            say(f"full-data accuracy: training {config.retrain_model} on all {len(dataset.train_y)} training "
+                f"images for {len(missing)} (recipe, seed) pair(s) (--scores)")
         # local processes, never more than this machine's cores (with --scheduler, --jobs counts the cluster's)
         local = min(config.jobs, len(missing), usable_cores())
         if local > 1 and device_of(config).type == "cpu":
@@ -98,8 +97,7 @@ def _read_entry(path: Path, key: str | None = None) -> dict[str, Any] | None:
              and isinstance(entry.get("seed"), int) and isinstance(entry.get("dataset"), str)
              and (key is None or entry.get("key") == key))
     if not valid:
-        print(f"dsvbench: full-data accuracy {path} is unreadable; "
-              f"{'training it again' if key else 'left out'}", file=sys.stderr, flush=True)
+        say(f"full-data accuracy {path} is unreadable; {'training it again' if key else 'left out'}")
         return None
     return entry
 

@@ -20,7 +20,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -140,32 +140,51 @@ def _checked_checkpoint(state: dict, module: nn.Module, weights: str, claims: di
     return state
 
 
+def adam_stage(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: PretrainRecipe,
+               generator: torch.Generator, on_batch: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+               on_epoch: Callable[[int, torch.Tensor], None] | None = None) -> nn.Module:
+    """θ*'s Adam stage: ``recipe.epochs`` shuffled epochs of augmented minibatches (``generator`` draws
+    the order and the augmentation); ``on_batch(epoch, batch, logits)`` after every step,
+    ``on_epoch(epoch, last_loss)`` after every epoch.  Herding's per-seed feature networks run the same loop."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    model.train()
+    for epoch in range(recipe.epochs):
+        for batch in minibatches(len(labels), recipe.batch_size, generator):
+            batch = batch.to(images.device)
+            logits = model(augment(images[batch], recipe.augment, generator))
+            loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_batch is not None:
+                on_batch(epoch, batch, logits)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+    return model
+
+
 def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, key: str, path: Path,
               device: torch.device | str, progress: bool, claims: dict[str, Any]) -> Pretrained:
     generator = torch.Generator().manual_seed(recipe.seed)
     model = create_model(model_name, dataset.shape, generator).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
     dynamics = torch.zeros(recipe.epochs, len(train_y), dtype=torch.bool)
+    correct = torch.zeros(len(train_y), dtype=torch.bool, device=device)
     start = time.perf_counter()
     batches = -(-len(train_y) // recipe.batch_size)
     bar = progress_bar(total=recipe.epochs * batches, desc=f"pretrain {model_name} on {dataset.name}",
                        disable=not progress)
-    model.train()
-    for epoch in range(recipe.epochs):
-        correct = torch.zeros(len(train_y), dtype=torch.bool, device=device)
-        for batch in minibatches(len(train_y), recipe.batch_size, generator):
-            batch = batch.to(device)
-            logits = model(augment(train_x[batch], recipe.augment, generator))
-            loss = F.cross_entropy(logits, train_y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            correct[batch] = logits.argmax(1) == train_y[batch]
-            bar.update()
+
+    def on_batch(epoch: int, batch: torch.Tensor, logits: torch.Tensor) -> None:
+        correct[batch] = logits.argmax(1) == train_y[batch]   # the training dynamics (forgetting)
+        bar.update()
+
+    def on_epoch(epoch: int, loss: torch.Tensor) -> None:
         dynamics[epoch] = correct.cpu()
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}",
                         train_acc=f"{100 * correct.float().mean().item():.1f}")
+        correct.zero_()
+    adam_stage(model, train_x, train_y, recipe, generator, on_batch, on_epoch)
     bar.close()
     seconds_per_epoch = (time.perf_counter() - start) / max(recipe.epochs, 1)
     model.eval()

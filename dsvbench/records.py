@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from .atomic import read_json_object
+from .config import canonical_json
 from .ranges import SEED_LIMIT
+from .registry import say
 
 
 # What the table and the resume check read from every record; a file lacking one is unreadable.
@@ -51,7 +52,7 @@ def load_records(out: Path | str) -> list[dict[str, Any]]:
     for path in sorted((Path(out) / "records").glob("*.json")):
         record, problem = _read_record(path)
         if record is None:
-            _warn(f"record {path} is unreadable ({problem}); left out of the table")
+            say(f"record {path} is unreadable ({problem}); left out of the table")
         else:
             records.append(record)
     return records
@@ -65,9 +66,9 @@ def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int], 
     A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
     default, another θ*, IPC or method version) has another set key or evaluation recipe and stays out.
     """
-    wanted = {key: (set_key, _json_normal(evaluation)) for key, (set_key, evaluation) in wanted.items()}
+    wanted = {key: (set_key, canonical_json(evaluation)) for key, (set_key, evaluation) in wanted.items()}
     return [r for r in records if r["eval_index"] < evals_per_set
-            and wanted.get((r["method"], r["seed"])) == (r.get("set_key"), _json_normal(_prefixed(r, "eval.")))]
+            and wanted.get((r["method"], r["seed"])) == (r.get("set_key"), canonical_json(_prefixed(r, "eval.")))]
 
 
 def merge_runs(folders: list[Path | str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -104,15 +105,11 @@ def column_fields(record: dict[str, Any]) -> dict[str, Any]:
 def record_identity(record: dict[str, Any]) -> tuple:
     """One retrained model: the same identity in two folders is the same result, counted once."""
     return (record["method"], record["dataset"], record["ipc"], record["seed"], record["eval_index"],
-            record.get("set_key"), _json_normal(column_fields(record)))
+            record.get("set_key"), canonical_json(column_fields(record)))
 
 
 def _prefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
-
-
-def _json_normal(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def set_aside_unreadable(out: Path | str) -> int:
@@ -125,7 +122,7 @@ def set_aside_unreadable(out: Path | str) -> int:
         if record is None:
             (folder / "unreadable").mkdir(exist_ok=True)
             path.replace(folder / "unreadable" / path.name)
-            _warn(f"record {path} is unreadable ({problem}); computing it again "
+            say(f"record {path} is unreadable ({problem}); computing it again "
                   f"(the file is now in {folder / 'unreadable'})")
             moved += 1
     return moved
@@ -138,12 +135,8 @@ def load_failures(out: Path | str) -> list[dict[str, Any]]:
         if failure is not None and {"method", "seed", "error"} <= set(failure):
             failures.append(failure)
         else:
-            _warn(f"failure record {path} is unreadable; ignored")
+            say(f"failure record {path} is unreadable; ignored")
     return failures
-
-
-def _warn(message: str) -> None:
-    print(f"dsvbench: {message}", file=sys.stderr, flush=True)
 
 
 CODE_NOTE = "code: "   # prefix of the provenance note (recomputed, not merged, when runs are merged)
@@ -187,14 +180,14 @@ def label_columns(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     variants: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in records:
         fields = column_fields(r)
-        variants.setdefault((r["dataset"], r["ipc"], r["method"]), {}).setdefault(_json_normal(fields), fields)
+        variants.setdefault((r["dataset"], r["ipc"], r["method"]), {}).setdefault(canonical_json(fields), fields)
     suffixes, notes = {}, []
     for (dataset, ipc, method), found in variants.items():
         if len(found) == 1:
             suffixes[(dataset, ipc, method, *found)] = ""
             continue
         differing = sorted(k for k in set().union(*found.values())
-                           if len({_json_normal(fields.get(k)) for fields in found.values()}) > 1)
+                           if len({canonical_json(fields.get(k)) for fields in found.values()}) > 1)
         labels = [_suffix(differing, fields, i) for i, fields in enumerate(found.values(), 1)]
         if len(set(labels)) < len(labels):
             labels = [f"[{i}]" for i in range(1, len(labels) + 1)]
@@ -205,7 +198,7 @@ def label_columns(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
                      f"not merged: {'; '.join(parts)}")
     labelled = []
     for r in records:
-        suffix = suffixes[(r["dataset"], r["ipc"], r["method"], _json_normal(column_fields(r)))]
+        suffix = suffixes[(r["dataset"], r["ipc"], r["method"], canonical_json(column_fields(r)))]
         labelled.append({**r, "column": f"{r['method']} {suffix}".strip(),
                          "table_name": f"{r['table_name']} {suffix}".strip()})
     return labelled, notes

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import sys
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -14,6 +15,24 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """A mistake in the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def say(message: str) -> None:
+    """One line to stderr, prefixed ``dsvbench:`` (what was left out, set aside, recomputed)."""
+    print(f"dsvbench: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning line to stderr: the run goes on."""
+    say(f"warning: {message}")
+
+
+def first_line(error: BaseException, with_type: bool = False) -> str:
+    """The first line of an exception's message (its type's name when the message is empty);
+    ``with_type``: prefixed ``Type: `` as in failure records."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {line}" if with_type and text else line
 
 
 class Registry(Generic[T]):

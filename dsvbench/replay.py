@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from .checks import check_config, worker_count
 from .options import build_parser
 from .provenance import provenance
 from .version import __version__
-from .config import BenchConfig, to_dict
+from .config import BenchConfig, canonical_json, to_dict
 from .ranges import RangeError, check_bench_config
-from .registry import UserError
+from .registry import UserError, warn
 
 ALLOWED = ("out", "device", "jobs", "backend", "scheduler", "cache_dir", "quiet")
 
@@ -54,10 +53,6 @@ class Replayed:
         if differing:
             warn(f"condensed-set keys of {', '.join(differing)} differ from the recorded run's records "
                  "(code version, recipe, data, θ* or device): their sets are built anew")
-
-
-def warn(message: str) -> None:
-    print(f"dsvbench: warning: {message}", file=sys.stderr, flush=True)
 
 
 def explicit_flags(argv: list[str]) -> set[str]:
@@ -192,7 +187,7 @@ def _pin_recipes(config: BenchConfig, info: dict[str, Any]) -> tuple[BenchConfig
         for field, value in (recorded or {}).items():
             if field not in current:
                 lines.append(f"{column.method}.{field} (recorded {value!r}) no longer exists; it is ignored")
-            elif _normal(current[field]) != _normal(value):
+            elif canonical_json(current[field]) != canonical_json(value):
                 text = _as_text(value)
                 if text is None:
                     lines.append(f"{column.method}.{field}: recorded {value!r}, now {current[field]!r} (cannot be pinned)")
@@ -202,17 +197,13 @@ def _pin_recipes(config: BenchConfig, info: dict[str, Any]) -> tuple[BenchConfig
                              f"pinned to the recorded value (--set {column.method}.{field}={text})")
         evaluation = (info.get("eval_recipes") or {}).get(column.method) or {}
         current_eval = to_dict(column.eval_recipe)
-        differing = [f for f in evaluation if f in current_eval and _normal(current_eval[f]) != _normal(evaluation[f])]
+        differing = [f for f in evaluation if f in current_eval and canonical_json(current_eval[f]) != canonical_json(evaluation[f])]
         if differing:
             lines.append(f"{column.method}: retraining recipe differs from the recording in {', '.join(differing)} "
                          "(recorded " + ", ".join(f"{f}={evaluation[f]!r}" for f in differing) + ")")
     if pins:
         config = dataclasses.replace(config, method_overrides=config.method_overrides + tuple(pins))
     return config, lines
-
-
-def _normal(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _as_text(value: Any) -> str | None:

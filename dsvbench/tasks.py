@@ -23,6 +23,7 @@ from .models import create_model
 from .plan import Job, Task, derive_seed, device_of, needs_pretrained, own_theta, record_name, resolve
 from .pretrain import Pretrained, load_or_pretrain
 from .progress import progress_bar
+from .registry import first_line
 from .provenance import provenance
 from .setcache import load_cached_set, save_cached_set, set_claims, set_problem
 from .training import per_class_accuracy, predict, retrain_population
@@ -250,7 +251,7 @@ def run_task_safely(config: BenchConfig, task: Task, progress: bool, loaded=None
         records = run_task(config, task, progress, loaded)
         return {"task": task, "records": records, "error": None}
     except Exception as error:  # noqa: BLE001 - reported per task, others continue
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        message = first_line(error, with_type=True)
         return {"task": task, "records": [], "error": write_failures(out, task, message, traceback.format_exc())}
 
 

@@ -37,12 +37,16 @@ def test_method_is_deterministic_per_seed(name):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_undeclared_needs_are_not_handed_over(name):
+def test_declared_needs_are_handed_over_and_nothing_else(name):
+    """Each of the three needs, for every method: declared -> there, undeclared -> AccessDenied."""
     spec = METHODS.get(name)
-    ctx = make_context(DATASET, method=name, data=spec.needs_data, model=spec.needs_model)
-    if not spec.needs_data:
-        with pytest.raises(AccessDenied):
-            ctx.train_images
-    if not spec.needs_model:
-        with pytest.raises(AccessDenied):
-            ctx.pretrained
+    dynamics = torch.zeros(2, len(DATASET.train_y), dtype=torch.bool)
+    ctx = make_context(DATASET, method=name, data=spec.needs_data, model=spec.needs_model,
+                       dynamics=dynamics if spec.needs_dynamics else None)
+    for declared, touch in ((spec.needs_data, lambda: ctx.train_images), (spec.needs_model, lambda: ctx.pretrained),
+                            (spec.needs_dynamics, lambda: ctx.dynamics)):
+        if declared:
+            assert touch() is not None
+        else:
+            with pytest.raises(AccessDenied):
+                touch()

@@ -35,36 +35,46 @@ def build(ctx, recipe):
 '''
 
 
-def run_cli(tmp_path, kill_at):
+def run_cli(tmp_path, kill_at, seeds=4):
     (tmp_path / "killable_plugin.py").write_text(PLUGIN)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "BUILD_LOG": str(tmp_path / "builds.log"),
            "KILL_AT_SEED": str(kill_at)}
     code = ("import killable_plugin, sys; from dsvbench.cli import main; sys.exit(main(sys.argv[1:]))")
     return subprocess.run(
-        [sys.executable, "-c", code, "--dataset", "digits", "--methods", "killable", "--seeds", "4",
+        [sys.executable, "-c", code, "--dataset", "digits", "--methods", "killable", "--seeds", str(seeds),
          "--eval-epochs", "3", "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
         env=env, capture_output=True, text=True, timeout=300)
 
 
+def stamps(folder):
+    """Each record's file identity (inode, ns mtime) and content: a record rewritten atomically gets a new one."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_text()) for p in (folder / "records").glob("*.json")}
+
+
 def test_killed_run_resumes_without_recomputing(tmp_path):
-    killed = run_cli(tmp_path, kill_at=2)
-    assert killed.returncode != 0                                   # died by SIGKILL at seed 2
-    # The column's sets are built first (seeds 0 and 1 cached as each finished), then retrained
-    # together: no record yet, but nothing built is lost.
-    assert len(list((tmp_path / "cache" / "sets").glob("killable-*.pt"))) == 2
-    before = {}
+    first = run_cli(tmp_path, kill_at=-1, seeds=2)                  # seeds 0 and 1 finished
+    assert first.returncode == 0, first.stderr
+    before = stamps(tmp_path / "run")
+    assert len(before) == 2
+
+    killed = run_cli(tmp_path, kill_at=3)
+    assert killed.returncode != 0                                   # died by SIGKILL at seed 3
+    # The column's missing sets are built first (seed 2 cached as it finished), then retrained
+    # together: no new record yet, the finished ones untouched, nothing built is lost.
+    assert len(list((tmp_path / "cache" / "sets").glob("killable-*.pt"))) == 3
+    assert stamps(tmp_path / "run") == before
 
     finished = run_cli(tmp_path, kill_at=-1)
     assert finished.returncode == 0, finished.stderr
     builds = (tmp_path / "builds.log").read_text().split()
-    assert builds == ["0", "1", "2", "2", "3"]                     # 0 and 1 were not rebuilt
-    after = {p.name: json.loads(p.read_text())["finished_at"]
-             for p in (tmp_path / "run" / "records").glob("*.json")}
-    assert len(after) == 4 and all(after[name] == stamp for name, stamp in before.items())
+    assert builds == ["0", "1", "2", "3", "3"]                     # 0, 1 and 2 were not rebuilt
+    after = stamps(tmp_path / "run")
+    assert len(after) == 4 and {name: after[name] for name in before} == before   # finished records kept as they were
     assert sorted(pd.read_csv(tmp_path / "run" / "results.csv")["seed"]) == [0, 1, 2, 3]
 
     third = run_cli(tmp_path, kill_at=-1)                           # nothing left to do
     assert third.returncode == 0 and (tmp_path / "builds.log").read_text().split() == builds
+    assert stamps(tmp_path / "run") == after
 
 
 def test_table_holds_only_the_current_recipes(tmp_path, capsys):

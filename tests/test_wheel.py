@@ -1,5 +1,5 @@
 """A plain (non-editable) wheel install works: built from a copy of the sources, installed into a fresh
-venv (``--system-site-packages`` for torch & co.), then ``dsvbench --list-methods`` and a tiny digits run.
+venv (``--system-site-packages`` and the running environment's site-packages for torch & co.), then ``dsvbench --list-methods`` and a tiny digits run.
 
 Nothing may come from the checkout: the commands run from a temporary folder without PYTHONPATH, and every
 dsvbench module (``dsvbench.baselines`` included, mapped from the top-level ``baselines/`` folder) must
@@ -8,6 +8,7 @@ resolve inside the venv — the editable install of the base environment must no
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -41,6 +42,11 @@ def test_plain_wheel_install_lists_methods_and_runs_digits(tmp_path):
 
     environment = tmp_path / "venv"
     venv.create(environment, system_site_packages=True, with_pip=False)
+    # --system-site-packages reaches the *base* interpreter's packages only; when these tests run in a
+    # virtualenv (where torch & co. live), its site-packages are added as plain path lines (a path line
+    # does not run that folder's .pth files, so the editable dsvbench there never stands in for the wheel)
+    inner, = (environment / "lib").glob("python*/site-packages")
+    (inner / "outer-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     python, script = environment / "bin" / "python", environment / "bin" / "dsvbench"
     run(python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel, cwd=work, env=env)
     files = json.loads(run(python, "-c", "import json, dsvbench, dsvbench.cli, dsvbench.baselines, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..registry import UserError
+from ..registry import UserError, first_line
 
 # dataset -> (torchvision class, keyword arguments of one constructor call per split to fetch)
 TORCHVISION_DATASETS: dict[str, tuple[str, tuple[dict, ...]]] = {

@@ -13,12 +13,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
 from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                        rescale_due, rescale_groups, step_multipliers)
-from .kkt_recipe import KKTRecipe, kkt_presets
+from .kkt_recipe import KKTRecipe, kkt_presets, kkt_recipe_defaults
 from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
 
 
@@ -78,11 +77,6 @@ class DSVgRecipe(KKTRecipe):
         for name in ("tv_weight", "l2_weight", "lambda_warmup", "range_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"dsvg.{name} must be >= 0, got {getattr(self, name)}")
-
-
-def recipe_defaults(dataset: str) -> dict:
-    """No horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""
-    return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
 
 
 def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[CondensedSet]:
@@ -157,7 +151,7 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
 
 
 @register_method("dsvg", table_name="DSVg", group="synthesis", recipe=DSVgRecipe, eval_recipe="dsv",
-                 needs_model=True, order=2, recipe_defaults=recipe_defaults, version=2, cost=16,  # 2: seeds batched
+                 needs_model=True, order=2, recipe_defaults=kkt_recipe_defaults, version=2, cost=16,  # 2: seeds batched
                  smoke={"candidates_per_class": 3, "steps": 4, "lowres_steps": 2},
                  build_many=build_dsvg_many, presets=kkt_presets("dsvg"))
 def build_dsvg(ctx: BuildContext, recipe: DSVgRecipe) -> CondensedSet:

@@ -14,14 +14,13 @@ from typing import ClassVar
 
 import torch
 
-from ..config import DIGIT_DATASETS
 from ..ranges import MAX_SIZE, Range, count
 from .base import (BuildContext, CondensedSet, MethodFailed, cached_for_model, register_method,
                    take_per_class)
 from .deepkkt import primal_loss
 from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
                        rescale_due, rescale_groups, step_multipliers)
-from .kkt_recipe import KKTRecipe, kkt_presets
+from .kkt_recipe import KKTRecipe, kkt_presets, kkt_recipe_defaults
 from .kkt_terms import initial_multipliers
 
 
@@ -55,11 +54,6 @@ class DSVsRecipe(KKTRecipe):
         if self.steps < 1 or self.pool_per_class < 0:
             raise UserError(f"dsvs.steps must be >= 1 and dsvs.pool_per_class >= 0 (0 = all), got "
                             f"{self.steps} and {self.pool_per_class}")
-
-
-def recipe_defaults(dataset: str) -> dict:
-    """No horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""
-    return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
 
 
 def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[CondensedSet]:
@@ -115,7 +109,7 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
 
 
 @register_method("dsvs", table_name="DSVs", group="selection", recipe=DSVsRecipe, eval_recipe="dsv",
-                 needs_data=True, needs_model=True, order=3, recipe_defaults=recipe_defaults,
+                 needs_data=True, needs_model=True, order=3, recipe_defaults=kkt_recipe_defaults,
                  smoke={"pool_per_class": 4, "steps": 3, "correct_only": False}, version=2, cost=4.5,
                  build_many=build_dsvs_many, presets=kkt_presets("dsvs"))  # 2: seeds batched
 def build_dsvs(ctx: BuildContext, recipe: DSVsRecipe) -> CondensedSet:

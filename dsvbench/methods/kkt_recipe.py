@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import POLISH_PARAMS
+from ..config import DIGIT_DATASETS, POLISH_PARAMS
 from ..ranges import FRACTION, MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .deepkkt import DISTANCES, NORMALIZATIONS, OBJECTIVES, PARAM_SETS, SQRT_MODES
 from .kkt_terms import ACTIVATIONS, DUALS, LAMBDA_INITS
@@ -147,3 +147,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {   # preset -> method -> field 
 def kkt_presets(method: str) -> dict[str, dict[str, str]]:
     """The presets ``method`` (dsvs or dsvg) registers: preset name -> its recipe fields."""
     return {name: dict(fields[method]) for name, fields in PRESETS.items() if method in fields}
+
+
+def kkt_recipe_defaults(dataset: str) -> dict:
+    """Dataset defaults of dsvs and dsvg: no horizontal flip in A(X) on digit datasets (a flipped 2 is not a 2)."""
+    return {"aug_flip": False} if dataset in DIGIT_DATASETS else {}
