@@ -21,6 +21,7 @@ def readme_example() -> str:
     return example
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)   # its out= and the default cache land here, not in the checkout
     exec(compile(readme_example(), "README.md", "exec"), {})

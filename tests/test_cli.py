@@ -112,6 +112,7 @@ def test_from_without_records_is_a_clear_error(capsys, tmp_path):
     assert code == 2 and "no records/ folder" in err
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_and_parallel_jobs_agree(capsys, tmp_path):
     common = [*FAST, "--methods", "random", "--seeds", "2"]
     assert run_cli(capsys, *common, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "ca"))[0] == 0

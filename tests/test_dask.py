@@ -77,6 +77,7 @@ def loky_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_scheduler_of_a_local_cluster_gives_the_records_of_a_loky_run(loky_run, tmp_path, capsys):
     """``--scheduler`` of a real LocalCluster of two worker processes (``--jobs`` defaults to its 2
     threads, as in the loky run); herding reads θ* from the shared cache."""
@@ -123,6 +124,7 @@ def assert_records_at_kill_intact(tmp_path: Path, seed: int) -> None:
     assert all((tmp_path / "run" / "records" / name).read_text() == text for name, text in at_kill.items())
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_nothing_finished(loky_run, tmp_path):
     """Tasks: seeds (0, 1) and (2, 3).  Run 1, no retries allowed: the worker building seed 2 is
     killed once a record of seeds 0, 1 is on disk; that task fails, the other's records stay.  Run 2,

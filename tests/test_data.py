@@ -11,8 +11,8 @@ import types
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from dsvbench.config import DataConfig
@@ -363,6 +363,7 @@ def test_cifar10_jpeg_subset_reads_as_a_folder(tmp_path):
     assert np.bincount(raw.train_labels).tolist() == [20] * 10
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CIFAR10_JPEG.is_file(), reason="shared CIFAR-10 JPEG copy not present")
 def test_cifar10_jpeg_full_copy_matches_its_readme(tmp_path):
     """All 60 000 images; channel means as the shared README states (the original's to 1e-4)."""

@@ -323,6 +323,7 @@ def test_ctrl_c_is_one_line_with_the_finished_count_and_exit_130(capsys, tmp_pat
     assert "interrupted; 1 records finished" in err and "rerun to resume" in err
 
 
+@pytest.mark.slow
 def test_real_sigint_during_retraining_ends_in_one_line_and_130(tmp_path):
     import signal
     import subprocess
@@ -400,6 +401,7 @@ def test_corrupt_per_model_cache_is_one_line_and_recomputed(capsys, tmp_path):
     assert torch.equal(again, value)                                   # the rewritten file is used
 
 
+@pytest.mark.slow
 def test_workers_end_when_the_run_is_killed(tmp_path):
     # kill -9 of the main process with --jobs 2: its loky workers must not go on as orphans.
     import os
@@ -425,15 +427,27 @@ def test_workers_end_when_the_run_is_killed(tmp_path):
         pytest.skip("no loky workers seen (platform without /proc children)")
     time.sleep(3)                                  # the workers are inside their DC builds now
     os.kill(run.pid, signal.SIGKILL)
+    killed_at = time.time()
     run.wait()
-    time.sleep(4)
-    alive = [p for p in workers if Path(f"/proc/{p}").exists()
-             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
-    for pid in alive:
+
+    def alive() -> list[int]:
+        return [p for p in workers if Path(f"/proc/{p}").exists()
+                and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    # A worker watches its run once a second, or ends on its first task when it was still importing
+    # torch: on a busy machine that can take a while, so wait for the end instead of a fixed sleep.
+    # An orphan that works on runs for minutes (its DC build); 60 s tells the two apart on any load.
+    deadline = time.time() + 60
+    while alive() and time.time() < deadline:
+        time.sleep(0.5)
+    left = alive()
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert not alive, f"workers {alive} outlived the killed run"
+    assert not left, f"workers {left} outlived the killed run by 60 s"
+    late = [r.name for r in (tmp_path / "out" / "records").glob("*.json") if r.stat().st_mtime > killed_at]
+    assert late == [], f"records {late} were written by orphaned workers after the run was killed"
 
 
+@pytest.mark.slow
 def test_a_worker_whose_run_died_before_it_started_ends_at_once():
     # A loky worker still importing torch when its run is killed is re-parented before it can
     # watch its parent: it must end on its first task, not run it as an orphan.

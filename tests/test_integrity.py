@@ -237,6 +237,7 @@ def test_truncated_svhn_mat_is_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "cannot read")
 
 
+@pytest.mark.slow
 def test_scheduler_that_is_not_dask_is_one_line_within_seconds(capsys, tmp_path):
     pytest.importorskip("distributed")
     server = socket.socket()
@@ -329,6 +330,7 @@ def test_full_disk_while_writing_outputs_is_one_line_exit_1_and_no_complete_look
     assert run_cli(capsys, *common)[0] == 0 and (out / "table.md").exists()  # a rerun completes
 
 
+@pytest.mark.slow
 def test_full_tmpfs_is_one_line_exit_1(tmp_path):
     mount = tmp_path / "tiny"
     mount.mkdir()

@@ -41,6 +41,7 @@ def _probe(env_value: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_kept_memory_saves_page_faults_and_changes_no_number():
     kept, system = _probe(None), _probe("system")

@@ -164,6 +164,7 @@ def test_benchmark_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, mess
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_reconstructs_training_digits(tmp_path):
     """benchmarks/reconstruct.py end to end on digits odd/even (offline, ~10 s): the engine's
     candidates find training digits well above both chance references."""

@@ -1,11 +1,11 @@
 """A run killed midway loses nothing finished; the rerun redoes only what is missing."""
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,7 @@ def stamps(folder):
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_text()) for p in (folder / "records").glob("*.json")}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_recomputing(tmp_path):
     first = run_cli(tmp_path, kill_at=-1, seeds=2)                  # seeds 0 and 1 finished
     assert first.returncode == 0, first.stderr

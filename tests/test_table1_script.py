@@ -13,6 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "table1_gpu.sh"
 METHODS = {"random", "herding", "forgetting", "dsvs", "dd", "dc", "dsvg"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("bash") and shutil.which("timeout")), reason="needs bash and timeout")
 def test_smoke_run_renders_all_columns_and_packs_them(tmp_path):
     out = tmp_path / "out"

@@ -15,6 +15,8 @@ import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,7 @@ def run(*argv, cwd, env):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_plain_wheel_install_lists_methods_and_runs_digits(tmp_path):
     source = tmp_path / "source"   # a copy: building writes build/ and *.egg-info, not into the checkout
     for folder in ("dsvbench", "baselines"):
