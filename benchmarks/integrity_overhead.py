@@ -26,7 +26,7 @@ from dsvbench.config import DataConfig
 from dsvbench.data import SOURCES, load_dataset
 from dsvbench.data.cache import source_key
 from dsvbench.setcache import set_claims, set_digest, set_problem
-from dsvbench.methods import METHODS, CondensedSet, load_methods
+from dsvbench.methods import METHODS, CondensedSet
 from dsvbench.ranges import check_bench_config, check_recipe
 
 
@@ -50,7 +50,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    load_methods()
     config = config_from_args(build_parser().parse_args(["--dataset", args.dataset, "--data-root", args.data_root,
                                                          "--methods", "all", "--out", "/tmp/unused"]))
     dataset = load_dataset(DataConfig(args.dataset, args.data_root))

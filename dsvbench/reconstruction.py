@@ -22,7 +22,6 @@ from torch import nn
 
 from .config import DataConfig
 from .data import DATASETS
-from .methods import load_methods
 from .methods.base import BuildContext
 from .methods.kkt_terms import FLOOR_WEIGHT, range_penalty, smooth_relus
 from .models import InputShape, create_model
@@ -214,7 +213,6 @@ def engine_reconstruct(model: nn.Module, case: Case, candidates_per_class: int, 
     """2N candidates through ``dsvg``'s builder (every candidate kept: ipc = candidates per class), with
     Haim et al.'s fields (HAIM_FIELDS) or, with ``overrides["base"] = "dsvg"``, dsvg's defaults,
     then ``overrides`` on top."""
-    load_methods()
     from .methods.dsvg import DSVgRecipe, build_dsvg_many
     overrides = dict(overrides)
     base = HAIM_FIELDS if overrides.pop("base", "haim") == "haim" else \

@@ -38,7 +38,7 @@ class DSVsRecipe(KKTRecipe):
     the same multiplier and the ranking holds no information.  The λ steps on
     L_stat(X) + γ·L_stat(A(X)) end at 0.85 (the augmented term, γ = 5, decides the ranking) and
     the top-λ set retrains to 61.6 ± 3.5 against random's 70.9 ± 7.8.  ``--set dsvs.gamma=0``
-    optimizes the clean stationarity alone; with the θ* of an earlier commit (residual
+    optimizes the clean stationarity alone; with a θ* whose classifier polish stopped earlier (residual
     0.157 → 0.065) its top-λ set retrained to 53.2 ± 3.0 (the largest λ go to the least
     confidently classified images).
     """
