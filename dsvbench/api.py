@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
+import torch
 
 from .atomic import confined, read_json_object
 from .checks import check_config, check_ipc, check_writable, ddrs_weight
@@ -26,7 +27,7 @@ from .dispatch import run_all
 from .fulldata import full_data_accuracies, load_full_data
 from .options import config_from_flags
 from .plan import resolve
-from .process import keep_freed_memory
+from .process import busy_note, keep_freed_memory, run_threads
 from .provenance import provenance
 from .records import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, select_records,
                       set_aside_unreadable, table_notes)
@@ -82,6 +83,8 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
     """The pipeline of a checked ``config``: plan, data, θ*, tasks, records, outputs."""
     started = time.time()
     keep_freed_memory()   # dsvbench.process: measured 20–25 % off the CPU hot loops
+    if config.device == "cpu" or config.threads is not None:
+        torch.set_num_threads(run_threads(config.threads))   # workers share them (dispatch)
     with confined(config.out, config.cache_dir):   # dsvbench.atomic: every write lands under these two
         provenance()   # the commit of the code this process loaded, asked now, not when a record is written
         plan = resolve(config)
@@ -90,6 +93,9 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
         if replayed is not None:
             replayed.check(plan, dataset)   # same data, θ* and set keys as recorded, else a warning line each
         print_config(plan, echo)
+        busy = busy_note(torch.get_num_threads()) if config.threads is None and config.device == "cpu" else None
+        if busy:
+            echo(f"  NOTE: {busy}")
         dataset, pretrained = prepare(config, progress=progress, dataset=dataset)
         if pretrained is not None:
             echo(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .process import usable_cores
+from .process import usable_cores, worker_threads
 from .registry import UserError, first_line
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def run_tasks(config: BenchConfig, tasks: list[Task]) -> Iterator[dict[str, Any]
         if config.scheduler:
             threads: int | dict[str, int] = _threads_per_worker(client)
         else:   # the loky rule, so a LocalCluster's records are bit-for-bit a loky run's
-            threads = max(1, torch.get_num_threads() // config.jobs)
+            threads = worker_threads(torch.get_num_threads(), config.jobs)
         shared = _absolute_paths(config)
         futures = {client.submit(_run_on_worker, shared, task, threads, pure=False): task for task in tasks}
         for future in as_completed(futures, loop=client.loop):

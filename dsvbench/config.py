@@ -177,7 +177,7 @@ class BenchConfig:
     """One benchmark run: the grid of (method × seed × eval) jobs and where they go."""
     RANGES: ClassVar[dict[str, Range]] = {
         "ipc": count(1, MAX_SIZE), "evals_per_set": count(1, MAX_EVALS_PER_SET), "eval_epochs": count(1),
-        "jobs": count(1, 4096), "ddrs_weight": FRACTION}
+        "jobs": count(1, 4096), "threads": count(1, 4096), "ddrs_weight": FRACTION}
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "convnet"
     eval_model: str | None = None           # cross-architecture evaluation; None = same as model
@@ -192,6 +192,7 @@ class BenchConfig:
     method_overrides: tuple[tuple[str, str, str], ...] = ()   # (method, field, value) from --set
     device: str = "cpu"
     jobs: int = 1
+    threads: int | None = None              # --threads: torch threads of the run (workers share them); None = cores
     backend: str = "loky"
     scheduler: str | None = None            # --scheduler: a dask scheduler's address (backend dask)
     out: str = "results/default"

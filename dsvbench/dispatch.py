@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -13,10 +14,11 @@ import torch
 from joblib import Parallel, delayed
 
 from .config import BenchConfig
+from .methods import METHODS
 from .data import ImageDataset
 from .plan import Task, plan_tasks
 from .pretrain import Pretrained
-from .process import configure
+from .process import configure, worker_threads
 from .tasks import announce, prepare, run_task_safely
 
 
@@ -25,24 +27,54 @@ def run_all(config: BenchConfig, progress: bool = True,
     """Run every pending task; returns one outcome per task ({task, records, error})."""
     loaded = loaded or prepare(config, progress)
     tasks = plan_tasks(config)
+    tally = Tally(tasks, progress)
     if config.jobs == 1 and config.backend != "dask":
         outcomes = []
         for task in tasks:
             outcomes.append(run_task_safely(config, task, progress, loaded))
             announce(outcomes[-1])
+            tally.finished(task)
         return outcomes
     if config.backend == "dask":   # an existing scheduler, or a LocalCluster of --jobs processes
         from .cluster import run_tasks
         finished = run_tasks(config, tasks)
     else:
-        threads = max(1, torch.get_num_threads() // config.jobs)
+        threads = worker_threads(torch.get_num_threads(), config.jobs)
         run = (socket.gethostname(), os.getpid())
-        finished = _parallel(config)(delayed(_worker)(config, task, threads, run) for task in tasks)
+        # workers draw their bars only into a log (a terminal would interleave them; the tally says enough)
+        bars = progress and not sys.stderr.isatty()
+        finished = _parallel(config)(delayed(_worker)(config, task, threads, run, bars) for task in tasks)
     outcomes = []
     for outcome in finished:
         outcomes.append(outcome)
         announce(outcome)
+        tally.finished(outcome["task"])
     return outcomes
+
+
+class Tally:
+    """``[tasks i/N]`` after each finished task, with the time so far and an estimate of the rest
+    (from the methods' registered ``cost`` per seed: what is left, scaled by how long what is done took)."""
+
+    def __init__(self, tasks: list[Task], enabled: bool):
+        self.enabled, self.total, self.done = enabled, len(tasks), 0
+        self.cost = {task: (METHODS.get(task.method).cost + 0.5) * len(task.seeds) for task in tasks}
+        self.left, self.spent, self.start = sum(self.cost.values()), 0.0, time.perf_counter()
+
+    def finished(self, task: Task) -> None:
+        self.done += 1
+        self.spent += self.cost.get(task, 0.0)
+        self.left -= self.cost.get(task, 0.0)
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        rest = f", about {_duration(elapsed * self.left / self.spent)} left" if self.spent > 0 and self.left > 0 else ""
+        print(f"[tasks {self.done}/{self.total}] {_duration(elapsed)} so far{rest}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _parallel(config: BenchConfig) -> Parallel:
@@ -56,10 +88,10 @@ def _parallel(config: BenchConfig) -> Parallel:
         return Parallel(n_jobs=config.jobs, backend=config.backend, return_as="list")
 
 
-def _worker(config: BenchConfig, task: Task, threads: int, run: tuple[str, int]) -> dict[str, Any]:
+def _worker(config: BenchConfig, task: Task, threads: int, run: tuple[str, int], bars: bool = False) -> dict[str, Any]:
     _exit_with_run(*run)
     configure(threads)
-    return run_task_safely(config, task, progress=False)
+    return run_task_safely(config, task, progress=bars)
 
 
 _WATCHING: list[int] = []

@@ -26,7 +26,7 @@ from .data import ImageDataset, load_dataset
 from .models import create_model
 from .plan import derive_seed, device_of
 from .pretrain import dataset_fingerprint
-from .process import configure, usable_cores
+from .process import configure, usable_cores, worker_threads
 from .provenance import provenance
 from .registry import say
 from .training import retrain
@@ -55,7 +55,7 @@ def full_data_accuracies(plan: Any, dataset: ImageDataset, progress: bool = True
         # local processes, never more than this machine's cores (with --scheduler, --jobs counts the cluster's)
         local = min(config.jobs, len(missing), usable_cores())
         if local > 1 and device_of(config).type == "cpu":
-            threads = max(1, torch.get_num_threads() // local)
+            threads = worker_threads(torch.get_num_threads(), local)
             entries = Parallel(n_jobs=local, backend="loky")(
                 delayed(_worker)(config, recipe, seed, key, threads) for recipe, seed, key in missing)
         else:

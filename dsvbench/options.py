@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--jobs", type=int, help="CPU: parallel workers through joblib, each column's seeds split "
         "among them (default 1; with --scheduler the cluster's worker threads); GPU: must be 1 (one process "
         "per GPU, seeds batched inside each method)")
+    add("--threads", type=int, help="torch threads of the run on the CPU; --jobs workers share them (each gets "
+        "threads // jobs, at least 1); default: the usable cores. On a machine busy with other work use 1")
     add("--backend", default="loky", help="joblib backend: loky, threading, ray, ...; dask: a dask.distributed "
         "cluster (--scheduler, else a LocalCluster of --jobs processes)")
     add("--scheduler", metavar="ADDRESS", help="with --backend dask: the address of a running dask scheduler "
@@ -118,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise UserError(f"--protocol {args.protocol} retrains {PROTOCOLS[args.protocol]} models per set; "
                         f"--evals-per-set {evals_per_set} contradicts it (drop one of them)")
     for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", evals_per_set),
-                        ("--jobs", args.jobs), ("--eval-epochs", args.eval_epochs),
+                        ("--jobs", args.jobs), ("--threads", args.threads), ("--eval-epochs", args.eval_epochs),
                         ("--pretrain-epochs", args.pretrain_epochs)):
         if value is not None and value < 1:  # 0 is an error, not "the default"
             raise UserError(f"{name} must be at least 1, got {value}")
@@ -135,7 +137,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,
         method_overrides=overrides,
-        device=args.device, jobs=worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
+        device=args.device, threads=args.threads, jobs=worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,

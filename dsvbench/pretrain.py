@@ -90,7 +90,7 @@ def load_or_pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRec
     base = _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics)
     if recipe.polish_steps <= 0:
         return base
-    return _load_or_polish(base, dataset, recipe, device)
+    return _load_or_polish(base, dataset, recipe, device, progress)
 
 
 def _load_or_train(dataset, model_name, recipe, cache_dir, device, progress, require_dynamics) -> Pretrained:
@@ -138,6 +138,17 @@ def _checked_checkpoint(state: dict, module: nn.Module, weights: str, claims: di
         raise CacheMismatch(f"holds training dynamics of shape {list(dynamics.shape)}, not {claims['dynamics_shape']} "
                             "(epochs × training images)")
     return state
+
+
+def _image_bar(desc: str, images: int, progress: bool):
+    """A bar over images for the long forward passes (θ* evaluation, polish features): minutes on CIFAR-10."""
+    return progress_bar(total=images, desc=desc, disable=not progress, unit="img", unit_scale=True)
+
+
+def print_line(message: str, progress: bool) -> None:
+    """A line between bars (a phase without steps to count, such as L-BFGS)."""
+    if progress:
+        tqdm.write(message)
 
 
 def adam_stage(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: PretrainRecipe,
@@ -188,8 +199,10 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
     bar.close()
     seconds_per_epoch = (time.perf_counter() - start) / max(recipe.epochs, 1)
     model.eval()
-    train_acc = accuracy(model, train_x, train_y)
-    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    with _image_bar(f"evaluate θ* on {dataset.name} (train + test)", len(train_y) + len(dataset.test_y),
+                    progress) as bar:
+        train_acc = accuracy(model, train_x, train_y, on_batch=bar.update)
+        test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device), on_batch=bar.update)
     atomic_torch_save({"model": model.state_dict(), "dynamics": dynamics, "train_accuracy": train_acc,
                        "test_accuracy": test_acc, "seconds_per_epoch": seconds_per_epoch,
                        "recipe": to_dict(recipe), "model_name": model_name, "claims": claims}, path)
@@ -197,7 +210,7 @@ def _pretrain(dataset: ImageDataset, model_name: str, recipe: PretrainRecipe, ke
 
 
 def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRecipe,
-                    device: torch.device | str) -> Pretrained:
+                    device: torch.device | str, progress: bool = False) -> Pretrained:
     """θ* after its stationarity polish (``recipe.polish_params``: the classifier, or every parameter),
     cached as a second stage on top of the Adam checkpoint."""
     whole = recipe.polish_params == "all"
@@ -213,8 +226,11 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
     if state is not None:
         return dataclasses.replace(base, model=model.eval(), train_accuracy=state["train_accuracy"],
                                    test_accuracy=state["test_accuracy"], key=key, path=path)
-    polished, train_acc, extra = (_polish_all if whole else _polish_classifier)(model, dataset, recipe, device)
-    test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device))
+    polish = _polish_all if whole else _polish_classifier
+    print_line(f"polishing θ* ({recipe.polish_params}, at most {recipe.polish_steps} L-BFGS iterations)", progress)
+    polished, train_acc, extra = polish(model, dataset, recipe, device, progress)
+    with _image_bar(f"evaluate polished θ* on {dataset.name} (test)", len(dataset.test_y), progress) as bar:
+        test_acc = accuracy(model, dataset.test_x.to(device), dataset.test_y.to(device), on_batch=bar.update)
     atomic_torch_save({entry: polished.state_dict(), "train_accuracy": train_acc, "test_accuracy": test_acc,
                        "base_key": base.key, "claims": claims, **extra}, path)
     return dataclasses.replace(base, model=model, train_accuracy=train_acc, test_accuracy=test_acc,
@@ -222,7 +238,7 @@ def _load_or_polish(base: Pretrained, dataset: ImageDataset, recipe: PretrainRec
 
 
 def _polish_classifier(model: nn.Module, dataset: ImageDataset, recipe: PretrainRecipe,
-                       device: torch.device | str) -> tuple[nn.Module, float, dict]:
+                       device: torch.device | str, progress: bool = False) -> tuple[nn.Module, float, dict]:
     """The last linear layer, in place, at the exact minimum of CE + wd/2·‖W, b‖² on frozen features;
     returns (the classifier, train accuracy, {})."""
     classifier = getattr(model, "classifier", None)
@@ -230,8 +246,12 @@ def _polish_classifier(model: nn.Module, dataset: ImageDataset, recipe: Pretrain
         raise ValueError("polish_steps needs a model with .features() and a Linear .classifier; "
                          "set it to 0 for this model")
     model.eval()
-    with torch.no_grad():
-        feats = torch.cat([model.features(chunk) for chunk in dataset.train_x.to(device).split(1024)])
+    with torch.no_grad(), _image_bar(f"θ* features of {dataset.name} (polish)", len(dataset.train_y), progress) as bar:
+        feats = []
+        for chunk in dataset.train_x.to(device).split(1024):
+            feats.append(model.features(chunk))
+            bar.update(len(chunk))
+        feats = torch.cat(feats)
     labels = dataset.train_y.to(device)
     params = list(classifier.parameters())
     optimizer = torch.optim.LBFGS(params, lr=1, max_iter=recipe.polish_steps, history_size=20,
@@ -253,7 +273,7 @@ def _polish_classifier(model: nn.Module, dataset: ImageDataset, recipe: Pretrain
 
 
 def _polish_all(model: nn.Module, dataset: ImageDataset, recipe: PretrainRecipe,
-                device: torch.device | str) -> tuple[nn.Module, float, dict]:
+                device: torch.device | str, progress: bool = False) -> tuple[nn.Module, float, dict]:
     """Every parameter, in place, at a stationary point of mean CE + wd/2·‖θ‖² on the clean training
     set: full-batch L-BFGS (strong Wolfe) in float64 from the Adam iterate, at most ``polish_steps``
     iterations, stopping earlier once the gradient is at float64 noise; returns (the model, train
@@ -282,5 +302,6 @@ def _polish_all(model: nn.Module, dataset: ImageDataset, recipe: PretrainRecipe,
         for target, source in zip(model.parameters(), wide.parameters()):
             target.copy_(source.to(target.dtype))
     model.eval()
-    train_acc = accuracy(model, dataset.train_x.to(device), labels)
+    with _image_bar(f"evaluate polished θ* on {dataset.name} (train)", len(labels), progress) as bar:
+        train_acc = accuracy(model, dataset.train_x.to(device), labels, on_batch=bar.update)
     return model, train_acc, {"lbfgs_iterations": int(optimizer.state[params[0]].get("n_iter", 0))}

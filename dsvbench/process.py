@@ -31,6 +31,33 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def run_threads(requested: int | None) -> int:
+    """Torch threads of the run's own process: ``--threads`` when given, else torch's default capped by the
+    cores this process may use (torch counts the machine's cores, a container or ``taskset`` may allow fewer)."""
+    return requested if requested is not None else max(1, min(torch.get_num_threads(), usable_cores()))
+
+
+def worker_threads(total: int, workers: int) -> int:
+    """Torch threads of each of ``workers`` processes sharing ``total``: never more threads × processes than
+    the run was given (two threads each on a busy 2-core machine measured 7–13× slower than one)."""
+    return max(1, total // max(workers, 1))
+
+
+def busy_note(threads: int) -> str | None:
+    """A line for a machine already busy with other work (1-minute load above the idle cores), where
+    fewer threads run faster; None otherwise (and off Unix).  Said, never acted on: the thread count,
+    and so every floating-point sum, must not depend on the load."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = usable_cores()
+    if threads > 1 and load > cores - 0.5:
+        return (f"the machine is busy (load {load:.1f} on {cores} cores): with other work running, --threads 1 "
+                "(and --jobs 1) is often several times faster; numbers may differ in the last bits across thread counts")
+    return None
+
+
 def configure(threads: int) -> None:
     """A worker's settings: ``threads`` intra-op threads for torch, and freed memory kept."""
     torch.set_num_threads(threads)

@@ -26,7 +26,7 @@ from .config import BenchConfig, canonical_json, to_dict
 from .ranges import RangeError, check_bench_config
 from .registry import UserError, warn
 
-ALLOWED = ("out", "device", "jobs", "backend", "scheduler", "cache_dir", "quiet")
+ALLOWED = ("out", "device", "jobs", "threads", "backend", "scheduler", "cache_dir", "quiet")
 
 
 @dataclass
@@ -134,7 +134,7 @@ def replay_config(args: argparse.Namespace) -> tuple[BenchConfig, Replayed]:
     if Path(args.out).resolve() == path.parent.resolve():
         raise UserError(f"--replay into {args.out}: that is the recorded run's folder; give --out NEW_FOLDER")
     changes: dict[str, Any] = {"out": args.out}
-    for name in ("device", "cache_dir", "backend", "scheduler"):
+    for name in ("device", "cache_dir", "backend", "scheduler", "threads"):
         if name in given and hasattr(config, name):
             changes[name] = getattr(args, name)
     if "backend" in given and "scheduler" not in given and hasattr(config, "scheduler"):

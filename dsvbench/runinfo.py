@@ -17,6 +17,7 @@ import torch
 from .config import BenchConfig, PretrainRecipe, to_dict
 from .methods import METHODS
 from .plan import Plan, column_eval_recipe, needs_pretrained, preset_overrides
+from .process import worker_threads
 from .provenance import provenance
 from .version import __version__
 
@@ -37,7 +38,8 @@ def run_info(plan: Plan, started: float, pretrained: Any, dataset: Any = None,
                      "numpy": np.__version__},
         **{k: v for k, v in provenance().items() if k != "dsvbench_version"},
         "device": _device_name(config.device), "host": platform.node(),
-        "torch_threads": torch.get_num_threads(), "cwd": os.getcwd(), "dataset": _dataset_info(dataset),
+        "torch_threads": torch.get_num_threads(),
+        "worker_threads": worker_threads(torch.get_num_threads(), config.jobs) if config.jobs > 1 else None, "cwd": os.getcwd(), "dataset": _dataset_info(dataset),
         "wall_seconds": time.time() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -26,7 +26,7 @@ from .progress import progress_bar
 from .registry import first_line
 from .provenance import provenance
 from .setcache import load_cached_set, save_cached_set, set_claims, set_problem
-from .training import per_class_accuracy, predict, retrain_population
+from .training import per_class_accuracy, predict, retrain_passes, retrain_population
 
 
 def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_pretrained: Pretrained | None,
@@ -92,8 +92,12 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
         items += [(job, key, ekey, e, images, labels, infos[-1]) for e in pending]
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for job, _, _, e, *_ in items]
     models = [create_model(config.retrain_model, dataset.shape, g).to(device) for g in generators]
-    results = retrain_population(models, generators, [(item[4], item[5]) for item in items],
-                                 dataset.test_x.to(device), dataset.test_y.to(device), evaluation)
+    sets = [(item[4], item[5]) for item in items]
+    seeds = ",".join(str(s) for s in dict.fromkeys(job.seed for job, *_ in items))
+    with progress_bar(total=retrain_passes(models, sets, evaluation), disable=not progress, unit="pass",
+                      desc=f"retrain {spec.name} seed {seeds} ({len(models)} models, {evaluation.name})") as bar:
+        results = retrain_population(models, generators, sets, dataset.test_x.to(device), dataset.test_y.to(device),
+                                     evaluation, on_epoch=bar.update if progress else None)
     records = []
     for (job, key, ekey, eval_index, _, _, info), result in zip(items, results):
         record = {

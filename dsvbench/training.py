@@ -25,20 +25,27 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator, shuffle: bo
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits for ``images`` in eval mode, batched."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
+            on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Logits for ``images`` in eval mode, batched; ``on_batch(n)`` after each batch of n (progress)."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(chunk) for chunk in images.split(batch_size)])
+    parts = []
+    for chunk in images.split(batch_size):
+        parts.append(model(chunk))
+        if on_batch is not None:
+            on_batch(len(chunk))
+    logits = torch.cat(parts)
     model.train(was_training)
     return logits
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
+             on_batch: Callable[[int], None] | None = None) -> float:
     """Top-1 accuracy in percent."""
     if len(labels) == 0:
         return float("nan")
-    predictions = predict(model, images, batch_size).argmax(1)
+    predictions = predict(model, images, batch_size, on_batch).argmax(1)
     return 100.0 * (predictions == labels).float().mean().item()
 
 
@@ -147,11 +154,12 @@ def numeric_precision(precision: str, device: torch.device) -> Iterator[None]:
 
 
 def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
-            test_labels: torch.Tensor, recipe: EvalRecipe, generator: torch.Generator) -> RetrainResult:
+            test_labels: torch.Tensor, recipe: EvalRecipe, generator: torch.Generator,
+            on_epoch: Callable[[int], None] | None = None) -> RetrainResult:
     """Train a fresh ``model`` on a condensed set and measure accuracy on the real test set."""
     start = time.perf_counter()
     with numeric_precision(recipe.precision, images.device):
-        final_loss = train_on_set(model, images, labels, recipe, generator)
+        final_loss = train_on_set(model, images, labels, recipe, generator, on_epoch)
         test = accuracy(model, test_images, test_labels, recipe.test_batch_size)
         train = accuracy(model, images, labels)
     return RetrainResult(test, train, final_loss, time.perf_counter() - start)
@@ -159,17 +167,28 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
 
 def retrain_population(models: list[nn.Module], generators: list[torch.Generator],
                        sets: list[tuple[torch.Tensor, torch.Tensor]], test_images: torch.Tensor,
-                       test_labels: torch.Tensor, recipe: EvalRecipe) -> list[RetrainResult]:
+                       test_labels: torch.Tensor, recipe: EvalRecipe,
+                       on_epoch: Callable[[], None] | None = None) -> list[RetrainResult]:
     """Retrain model m on set m (all of one column: seeds × evals): one stacked population per
-    set size when the architecture allows it, else one after another; the numbers agree."""
+    set size when the architecture allows it, else one after another; the numbers agree.
+    ``on_epoch()`` after every pass of every population (or model): :func:`retrain_passes` in all."""
     from .vectorized import supports_stacking
+    tick = (lambda _: on_epoch()) if on_epoch is not None else None
     if not supports_stacking(models[0]):
-        return [retrain(m, x, y, test_images, test_labels, recipe, g) for m, g, (x, y) in zip(models, generators, sets)]
+        return [retrain(m, x, y, test_images, test_labels, recipe, g, tick)
+                for m, g, (x, y) in zip(models, generators, sets)]
     with numeric_precision(recipe.precision, test_images.device):
-        return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe)
+        return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, tick)
 
 
-def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe) -> list[RetrainResult]:
+def retrain_passes(models: list[nn.Module], sets: list[tuple[torch.Tensor, torch.Tensor]], recipe: EvalRecipe) -> int:
+    """How many times :func:`retrain_population` calls its ``on_epoch`` (the length of its progress bar)."""
+    from .vectorized import supports_stacking
+    groups = len({len(y) for _, y in sets}) if supports_stacking(models[0]) else len(models)
+    return groups * recipe.passes
+
+
+def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, on_epoch=None) -> list[RetrainResult]:
     from .vectorized import evaluate_stacked, train_stacked
     results: list[RetrainResult | None] = [None] * len(models)
     for size in sorted({len(y) for _, y in sets}):
@@ -177,7 +196,7 @@ def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe)
         start = time.perf_counter()
         group = [models[i] for i in members]
         train_stacked(group, [sets[i][0] for i in members], [sets[i][1] for i in members], recipe,
-                      [generators[i] for i in members])
+                      [generators[i] for i in members], on_epoch)
         test = evaluate_stacked(group, test_images, test_labels, recipe.test_batch_size)
         seconds = (time.perf_counter() - start) / len(members)
         for i, accuracy_ in zip(members, test):

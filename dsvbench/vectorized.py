@@ -12,6 +12,7 @@ tensors.  Networks with batch norm are not supported here (they are trained one 
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,10 @@ def supports_stacking(model: nn.Module) -> bool:
 
 def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Tensor],
                   labels: torch.Tensor | list[torch.Tensor], recipe: EvalRecipe,
-                  generators: list[torch.Generator]) -> None:
+                  generators: list[torch.Generator], on_epoch: Callable[[int], None] | None = None) -> None:
     """Train ``models`` (same architecture) in place, each with its own generator — on one shared
-    set (tensors) or each on its own set (lists, one per model, all of the same size)."""
+    set (tensors) or each on its own set (lists, one per model, all of the same size);
+    ``on_epoch(pass)`` after every pass (progress)."""
     if len(models) != len(generators):
         raise ValueError("one generator per model is needed")
     sets_x = images if isinstance(images, (list, tuple)) else [images] * len(models)
@@ -68,6 +70,8 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Ten
                 _adam_step(params, grads, momentum, lr, recipe.weight_decay)
             else:
                 _sgd_step(params, grads, momentum, lr, recipe.momentum, recipe.weight_decay)
+        if on_epoch is not None:
+            on_epoch(epoch)
     with torch.no_grad():
         for index, model in enumerate(models):
             for name, parameter in model.named_parameters():
