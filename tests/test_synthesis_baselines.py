@@ -276,3 +276,43 @@ def test_dd_seeds_stacked_equal_seeds_one_by_one():
     for one, other in zip(alone, stacked):
         torch.testing.assert_close(one.images, other.images, rtol=1e-4, atol=1e-5)
         assert one.metadata["step_sizes"] == pytest.approx(other.metadata["step_sizes"], rel=1e-5)
+
+
+def test_dc_real_gradients_in_class_passes_equal_one_pass_at_mnist_size(monkeypatch):
+    """Memory: MNIST's ten 256-image real batches are not one pass (≈10 GB at width 128), but passes of
+    whole classes under a byte budget; at 28 × 28, one thread, the numbers are the one-pass numbers bit
+    for bit (with several threads the weight-gradient reductions split by batch size: last bits move)."""
+    import dsvbench.baselines.dc as dc
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _check_class_passes(dc, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_class_passes(dc, monkeypatch):
+    from dsvbench.models import InputShape
+    generator = torch.Generator().manual_seed(0)
+    net = create_model("convnet", InputShape(1, 28, 10), generator)
+    real = torch.randn(10, 32, 1, 28, 28, generator=generator)
+    mask = torch.ones(10, 32)
+    mask[3, 27:] = 0   # a short class, padded
+    labels = torch.arange(10)
+    default = dc.REAL_PASS_BYTES
+    one_pass = dc._real_class_grads(net, real, mask, labels)      # 10 × 32 images fit the default budget
+    monkeypatch.setattr(dc, "REAL_PASS_BYTES", 3 * 32 * dc._activation_bytes(net, real[0, :1]))
+    passes = []
+    original = dc.class_weight_grads
+    monkeypatch.setattr(dc, "class_weight_grads", lambda *a, **k: passes.append(len(a[3])) or original(*a, **k))
+    in_passes = dc._real_class_grads(net, real, mask, labels)
+    assert passes == [3, 3, 3, 1]
+    assert all(torch.equal(a, b) for a, b in zip(one_pass, in_passes))
+    assert default // (dc._activation_bytes(net, real[0, :1]) * 256) < 10   # MNIST's 256 per class: split
+
+
+def test_dc_on_digits_stays_in_one_pass():
+    import dsvbench.baselines.dc as dc
+    from dsvbench.models import InputShape
+    net = create_model("convnet", InputShape(1, 8, 10), torch.Generator().manual_seed(0))
+    assert dc.REAL_PASS_BYTES // (dc._activation_bytes(net, torch.zeros(1, 1, 8, 8)) * 256) >= 10

@@ -110,24 +110,35 @@ class ImageDataset:
 def to_nchw_float(images: np.ndarray) -> torch.Tensor:
     """uint8 N×H×W(×C) -> float32 N×C×H×W in [0, 1]."""
     array = images if images.ndim == 4 else images[..., None]
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
-    return tensor / 255.0 if images.dtype == np.uint8 else tensor
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).to(torch.float32, copy=True)
+    return tensor.div_(255.0) if images.dtype == np.uint8 else tensor
 
 
 def normalize(raw: RawSplits, name: str) -> ImageDataset:
     """Per-channel standardization with the training split's statistics."""
-    train_x, test_x = to_nchw_float(raw.train_images), to_nchw_float(raw.test_images)
+    train_x = to_nchw_float(raw.train_images)
     # float64 numpy reductions: the statistics (and so every normalized pixel, the dataset
     # fingerprint and every cache key) do not depend on torch's thread count, which differs
     # between the main process and joblib workers.
     pixels = train_x.transpose(0, 1).reshape(train_x.shape[1], -1).numpy().astype(np.float64)
     mean = torch.from_numpy(pixels.mean(axis=1)).float()
     std = torch.from_numpy(pixels.std(axis=1, ddof=1)).float()
+    del pixels
+    return standardize(raw, name, mean, std, train_x)
+
+
+def standardize(raw: RawSplits, name: str, mean: torch.Tensor, std: torch.Tensor,
+                train_x: torch.Tensor | None = None) -> ImageDataset:
+    """The dataset of ``raw`` standardized with the given per-channel float32 ``mean`` and ``std``
+    (:func:`normalize`'s, or those stored in the tensor cache: the same tensors bit for bit)."""
     view = (1, -1, 1, 1)
+
+    def standardized(x: torch.Tensor) -> torch.Tensor:   # in place: one float copy of the split at a time
+        return x.contiguous().sub_(mean.view(view)).div_(std.view(view))
     return ImageDataset(
         name,
-        ((train_x - mean.view(view)) / std.view(view)).contiguous(),
+        standardized(to_nchw_float(raw.train_images) if train_x is None else train_x),
         torch.as_tensor(raw.train_labels, dtype=torch.long),
-        ((test_x - mean.view(view)) / std.view(view)).contiguous(),
+        standardized(to_nchw_float(raw.test_images)),
         torch.as_tensor(raw.test_labels, dtype=torch.long),
         tuple(mean.tolist()), tuple(std.tolist()), list(raw.class_names))

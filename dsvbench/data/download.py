@@ -41,7 +41,7 @@ def _torchvision_datasets():
     try:
         from torchvision import datasets
     except Exception as error:  # ImportError, or RuntimeError from a torch/torchvision mismatch
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         raise UserError(f"--download needs torchvision, which does not import here ({reason})") from None
     return datasets
 
@@ -62,5 +62,5 @@ def fetch_with_torchvision(name: str, root: Path) -> None:
         try:
             getattr(datasets, class_name)(str(root), download=True, **kwargs)
         except Exception as error:  # network errors, checksum mismatches
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reason = first_line(error)
             raise UserError(f"torchvision could not download {name} ({reason}); {hint}") from None

@@ -22,9 +22,10 @@ def load_dataset(config: DataConfig, cache_dir: str | Path | None = None) -> Ima
         if cached is not None:
             return cached
     name = f"folder:{Path(config.root).name}" if config.name == "folder" else config.name
-    dataset = normalize(reader(config), name)
+    raw = reader(config)
+    dataset = normalize(raw, name)
     if cache_dir is not None and config.name != "digits":
         key = key or source_key(config)  # --download may have just fetched the files
         if key is not None:
-            save_cached_dataset(cache_dir, config, key, dataset)
+            save_cached_dataset(cache_dir, config, key, raw, dataset)
     return dataset
