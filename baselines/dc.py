@@ -204,9 +204,12 @@ def _real_class_grads(net: nn.Module, real: torch.Tensor, mask: torch.Tensor, la
     per_pass = max(1, REAL_PASS_BYTES // max(1, _activation_bytes(net, real[0, :1]) * real.shape[1]))
     if per_pass >= len(labels):
         return [g.detach() for g in class_weight_grads(net, real, mask, labels)]
-    parts = [class_weight_grads(net, real[k:k + per_pass], mask[k:k + per_pass], labels[k:k + per_pass])
+    # detached per pass: a pass's gradients (the real inputs require no grad, its activations do)
+    # would otherwise hold that pass's whole graph until the end
+    parts = [[g.detach() for g in class_weight_grads(net, real[k:k + per_pass], mask[k:k + per_pass],
+                                                      labels[k:k + per_pass])]
              for k in range(0, len(labels), per_pass)]
-    return [torch.cat([part[layer] for part in parts]).detach() for layer in range(len(parts[0]))]
+    return [torch.cat([part[layer] for part in parts]) for layer in range(len(parts[0]))]
 
 
 def _activation_bytes(net: nn.Module, image: torch.Tensor) -> int:

@@ -308,6 +308,7 @@ def _check_class_passes(dc, monkeypatch):
     in_passes = dc._real_class_grads(net, real, mask, labels)
     assert passes == [3, 3, 3, 1]
     assert all(torch.equal(a, b) for a, b in zip(one_pass, in_passes))
+    assert all(g.grad_fn is None and not g.requires_grad for g in in_passes)   # no pass's graph is held
     assert default // (dc._activation_bytes(net, real[0, :1]) * 256) < 10   # MNIST's 256 per class: split
 
 
