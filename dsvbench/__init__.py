@@ -8,8 +8,8 @@ The library call is :func:`dsvbench.run` (and :func:`dsvbench.rerender`), import
 """
 from .version import __version__
 
-__all__ = ["__version__", "run", "rerender", "Results", "BenchConfig", "config_from_flags", "UserError"]
-_LAZY = {"run": "api", "rerender": "api", "Results": "api", "BenchConfig": "config", "config_from_flags": "options",
+__all__ = ["__version__", "run", "rerender", "evaluate", "Results", "BenchConfig", "config_from_flags", "UserError"]
+_LAZY = {"run": "api", "rerender": "api", "evaluate": "api", "Results": "api", "BenchConfig": "config", "config_from_flags": "options",
          "UserError": "registry"}
 
 

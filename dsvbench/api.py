@@ -10,7 +10,7 @@ report) under ``out``, and resumes from the records already there.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +72,27 @@ def run(config: BenchConfig | None = None, *, progress: bool = False, verbose: b
         config = check_config(config, config.jobs)
     command = ["dsvbench.run", *(f"{k}={v!r}" for k, v in flags.items())]
     return execute(config, progress=progress, echo=print if verbose else _silent, command=command)
+
+
+def evaluate(sets: Sequence[str | Path], *, dataset: str, progress: bool = False, verbose: bool = False,
+             **options: Any) -> Results:
+    """``dsvbench evaluate`` as a call: score condensed sets made elsewhere (files, image folders or a
+    dsvbench run's folder with ``method=``) under the suite's protocols; ``options`` are the command's
+    flags with underscores (``name="mine", eval_recipe="dc", seeds=5, out="results/mine"``)."""
+    from .external import build_evaluate_parser, evaluate_argv
+    from .options import build_parser, config_from_args
+    defaults = vars(build_evaluate_parser().parse_args(["SET", "--dataset", dataset]))
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UserError(f"unknown option(s) {', '.join(unknown)} of dsvbench.evaluate; options: "
+                        f"{', '.join(sorted(k for k in defaults if k not in ('sets', 'dataset')))}")
+    args = argparse.Namespace(**{**defaults, **options, "sets": [str(s) for s in sets], "dataset": dataset})
+    run_argv, said = evaluate_argv(args)
+    echo = print if verbose else _silent
+    for line in said:
+        echo(f"evaluate: {line}")
+    config = config_from_args(build_parser().parse_args(run_argv))
+    return execute(config, progress=progress, echo=echo, command=["dsvbench.evaluate", *map(str, sets)])
 
 
 def _silent(*_: Any, **__: Any) -> None:
@@ -176,6 +197,6 @@ def _read_run_json(path: Path) -> dict[str, Any] | None:
         return None
     info = read_json_object(path)
     if info is None:
-        print(f"dsvbench: {path} is unreadable; rendering without its notes", file=sys.stderr)
+        say(f"{path} is unreadable; rendering without its notes")
         return None
     return info

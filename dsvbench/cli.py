@@ -19,7 +19,11 @@ from .registry import UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input, 130 Ctrl-C)."""
+    """Console entry point; returns the exit code (0 ok, 1 a job failed, 2 bad input, 130 Ctrl-C).
+    ``dsvbench evaluate SET ...`` scores sets made elsewhere (:mod:`.external`)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["evaluate"]:
+        return _evaluate(given[1:])
     args = build_parser().parse_args(argv)
     keep_freed_memory()   # dsvbench.process: measured 20–25 % off the CPU hot loops
     args.argv = list(sys.argv[1:] if argv is None else argv)   # --replay: which flags were given
@@ -39,6 +43,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsvbench: interrupted; {finished} records finished in {records}, rerun to resume",
               file=sys.stderr, flush=True)
         return 130
+
+
+def _evaluate(argv: list[str]) -> int:
+    """``dsvbench evaluate``: the sets read and checked, then a run of their column (and random's)."""
+    from .external import build_evaluate_parser, evaluate_argv
+    args = build_evaluate_parser().parse_args(argv)
+    try:
+        run_argv, said = evaluate_argv(args)
+    except UserError as error:
+        print(f"dsvbench: error: {error}", file=sys.stderr)
+        return 2
+    for line in said:
+        print(f"evaluate: {line}")
+    return main(run_argv)
 
 
 def _main(args: argparse.Namespace) -> int:

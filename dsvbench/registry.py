@@ -57,6 +57,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def discard(self, name: str) -> None:
+        """Forget ``name`` (an entry registered for one call, such as an evaluated column)."""
+        self._entries.pop(name, None)
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
         return lambda entry: self.add(name, entry)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import BenchConfig, PretrainRecipe, to_dict
+from .external import is_external
 from .methods import METHODS
 from .plan import Plan, column_eval_recipe, needs_pretrained, preset_overrides
 from .process import worker_threads
@@ -76,6 +77,10 @@ def budget_notes(config: BenchConfig) -> list[str]:
         fields = ", ".join(f"{m}.{f}={v}" for m, f, v in config.method_overrides if (m, f, v) in preset)
         notes.append(f"PRESET {config.preset}: {fields} (the {config.preset} version's recipe, not the default)")
     for method, field, value in config.method_overrides:
+        if is_external(method):   # sets evaluated by dsvbench evaluate: what was read, not a recipe change
+            if field == "files" and method in config.methods:
+                notes.append(f"EVALUATED SETS {method}: not built by dsvbench (dsvbench evaluate), read from {value}")
+            continue
         if method not in config.methods or (method, field, value) in preset:  # validated / said above
             continue
         notes.append(f"CHANGED RECIPE: {method}.{field}={value} (not the published default)")
