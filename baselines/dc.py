@@ -35,7 +35,7 @@ from torch.func import functional_call, grad, grad_and_value, stack_module_state
 
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment, dsa_siamese, parse_strategy
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
-from dsvbench.models import MODELS
+from dsvbench.models import MODELS, activation_bytes
 from dsvbench.pergroup import per_group_grads, weighted_cross_entropy
 from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 from dsvbench.registry import UserError
@@ -192,7 +192,6 @@ def _matching_loss(net: nn.Module, reals: list[torch.Tensor], images: torch.Tens
 # classes is faster on small inputs (digits: 1 198 images of 16 × 8 × 8, a few MB, one pass) but
 # grows with classes × batch_real (MNIST at width 128: ≈ 0.5 GB per class, 10 GB peak in one pass).
 REAL_PASS_BYTES = 512 * 2 ** 20
-_PER_IMAGE: dict[tuple, int] = {}
 
 
 def _real_class_grads(net: nn.Module, real: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
@@ -201,7 +200,7 @@ def _real_class_grads(net: nn.Module, real: torch.Tensor, mask: torch.Tensor, la
     only, so a split changes nothing but the floating-point blocking: on 28 × 28 inputs with one thread
     the passes give the one-pass numbers bit for bit (tested); with several threads the last bits move.
     Small inputs (digits) stay in one pass, so their sets do not change."""
-    per_pass = max(1, REAL_PASS_BYTES // max(1, _activation_bytes(net, real[0, :1]) * real.shape[1]))
+    per_pass = max(1, REAL_PASS_BYTES // max(1, activation_bytes(net, real[0, :1]) * real.shape[1]))
     if per_pass >= len(labels):
         return [g.detach() for g in class_weight_grads(net, real, mask, labels)]
     # detached per pass: a pass's gradients (the real inputs require no grad, its activations do)
@@ -210,28 +209,6 @@ def _real_class_grads(net: nn.Module, real: torch.Tensor, mask: torch.Tensor, la
                                                       labels[k:k + per_pass])]
              for k in range(0, len(labels), per_pass)]
     return [torch.cat([part[layer] for part in parts]) for layer in range(len(parts[0]))]
-
-
-def _activation_bytes(net: nn.Module, image: torch.Tensor) -> int:
-    """Bytes of every module's output for one image (measured once per architecture and input shape
-    with a no-grad forward in eval mode, every module's train/eval state restored after)."""
-    key = (type(net).__name__, sum(p.numel() for p in net.parameters()), tuple(image.shape), image.dtype)
-    if key not in _PER_IMAGE:
-        sizes = []
-        hooks = [m.register_forward_hook(lambda m, a, out: sizes.append(out.numel() * out.element_size()))
-                 for m in net.modules() if not list(m.children())]
-        modes = {m: m.training for m in net.modules()}
-        try:
-            net.eval()
-            with torch.no_grad():
-                net(image)
-        finally:
-            for hook in hooks:
-                hook.remove()
-            for module, training in modes.items():
-                module.training = training
-        _PER_IMAGE[key] = sum(sizes)
-    return _PER_IMAGE[key]
 
 
 def _freeze_batchnorm(net: nn.Module, sample_real) -> None:

@@ -219,6 +219,31 @@ def convnet_tiny(shape: InputShape) -> nn.Module:
     return ConvNet(shape, width=8)
 
 
+_PER_IMAGE_BYTES: dict[tuple, int] = {}
+
+
+def activation_bytes(net: nn.Module, image: torch.Tensor) -> int:
+    """Bytes of every module's output for one image (measured once per architecture and input shape
+    with a no-grad forward in eval mode, every module's train/eval state restored after)."""
+    key = (type(net).__name__, sum(p.numel() for p in net.parameters()), tuple(image.shape), image.dtype)
+    if key not in _PER_IMAGE_BYTES:
+        sizes = []
+        hooks = [m.register_forward_hook(lambda m, a, out: sizes.append(out.numel() * out.element_size()))
+                 for m in net.modules() if not list(m.children())]
+        modes = {m: m.training for m in net.modules()}
+        try:
+            net.eval()
+            with torch.no_grad():
+                net(image)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for module, training in modes.items():
+                module.training = training
+        _PER_IMAGE_BYTES[key] = sum(sizes)
+    return _PER_IMAGE_BYTES[key]
+
+
 def has_batch_norm(model: nn.Module) -> bool:
     """Whether ``model`` normalizes with batch statistics (its output for one example depends on the batch)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

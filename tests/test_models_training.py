@@ -143,3 +143,19 @@ def test_learning_rate_decays_once_after_half_the_epochs(tiny_dataset, monkeypat
                  on_epoch=lambda e: lrs.append(seen[0].param_groups[0]["lr"]))
     assert lrs[:6] == [0.1] * 6 and all(abs(lr - 0.01) < 1e-12 for lr in lrs[6:])
     assert accuracy(model, tiny_dataset.train_x, tiny_dataset.train_y) > 50
+
+
+def test_stacked_evaluation_in_groups_gives_the_same_accuracies(monkeypatch):
+    """Memory: the vmap-ed evaluation goes in groups of models under a byte budget; same numbers."""
+    import dsvbench.vectorized as vectorized
+    from dsvbench.models import activation_bytes
+    models = [create_model("convnet", InputShape(1, 28, 10), torch.Generator().manual_seed(i)) for i in range(5)]
+    images = torch.randn(300, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    labels = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(8))
+    together = vectorized.evaluate_stacked(models, images, labels, 256)
+    groups = []
+    original = vectorized._evaluate_group
+    monkeypatch.setattr(vectorized, "_evaluate_group", lambda ms, *a: groups.append(len(ms)) or original(ms, *a))
+    monkeypatch.setattr(vectorized, "EVAL_BYTES", 2 * 256 * activation_bytes(models[0], images[:1]))
+    assert vectorized.evaluate_stacked(models, images, labels, 256) == together
+    assert groups == [2, 2, 1]

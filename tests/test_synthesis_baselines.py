@@ -301,7 +301,7 @@ def _check_class_passes(dc, monkeypatch):
     labels = torch.arange(10)
     default = dc.REAL_PASS_BYTES
     one_pass = dc._real_class_grads(net, real, mask, labels)      # 10 × 32 images fit the default budget
-    monkeypatch.setattr(dc, "REAL_PASS_BYTES", 3 * 32 * dc._activation_bytes(net, real[0, :1]))
+    monkeypatch.setattr(dc, "REAL_PASS_BYTES", 3 * 32 * dc.activation_bytes(net, real[0, :1]))
     passes = []
     original = dc.class_weight_grads
     monkeypatch.setattr(dc, "class_weight_grads", lambda *a, **k: passes.append(len(a[3])) or original(*a, **k))
@@ -309,11 +309,11 @@ def _check_class_passes(dc, monkeypatch):
     assert passes == [3, 3, 3, 1]
     assert all(torch.equal(a, b) for a, b in zip(one_pass, in_passes))
     assert all(g.grad_fn is None and not g.requires_grad for g in in_passes)   # no pass's graph is held
-    assert default // (dc._activation_bytes(net, real[0, :1]) * 256) < 10   # MNIST's 256 per class: split
+    assert default // (dc.activation_bytes(net, real[0, :1]) * 256) < 10   # MNIST's 256 per class: split
 
 
 def test_dc_on_digits_stays_in_one_pass():
     import dsvbench.baselines.dc as dc
     from dsvbench.models import InputShape
     net = create_model("convnet", InputShape(1, 8, 10), torch.Generator().manual_seed(0))
-    assert dc.REAL_PASS_BYTES // (dc._activation_bytes(net, torch.zeros(1, 1, 8, 8)) * 256) >= 10
+    assert dc.REAL_PASS_BYTES // (dc.activation_bytes(net, torch.zeros(1, 1, 8, 8)) * 256) >= 10
