@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -198,12 +197,16 @@ def test_hand_edited_run_json_is_one_line_and_exit_2_before_any_work(capsys, tmp
     (["--methods", "herding", "--pretrain-epochs", "1000000000"], "bound 10000); pass --force"),
     (["--methods", "dsvg", "--set", "dsvg.steps=100000000"], "pass --force"),
 ])
-def test_value_out_of_range_is_one_line_and_exit_2_before_any_work(capsys, tmp_path, argv, expected):
-    start = time.perf_counter()
+def test_value_out_of_range_is_one_line_and_exit_2_before_any_work(capsys, tmp_path, monkeypatch, argv, expected):
+    import dsvbench.cli as cli
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+    monkeypatch.setattr(cli, "execute", no_work)
     code, _, err = run_cli(capsys, "--dataset", "digits", *argv, "--out", str(tmp_path / "out"),
                            "--cache-dir", str(tmp_path / "cache"))
     assert_one_line_error(code, err, expected)
-    assert time.perf_counter() - start < 10 and not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_force_lifts_a_work_bound_but_never_a_range():
@@ -242,18 +245,19 @@ def test_truncated_svhn_mat_is_one_line(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_scheduler_that_is_not_dask_is_one_line_within_seconds(capsys, tmp_path):
+def test_scheduler_that_is_not_dask_is_one_line_within_seconds(capsys, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
+    import dsvbench.cluster as cluster
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)   # the bound is the code's, not a wall-clock assertion
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     accepted = []
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()   # says nothing
-    start = time.perf_counter()
     code, _, err = run_cli(capsys, *FAST, "--backend", "dask", "--scheduler",
                            f"tcp://127.0.0.1:{server.getsockname()[1]}", "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, "no dask scheduler reachable")
-    assert time.perf_counter() - start < 10
+    assert "sent no dask handshake within 0.5 s" in err
     server.close()
 
 
