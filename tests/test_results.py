@@ -57,3 +57,12 @@ def test_latex_says_the_runs_notes_reduced_budgets_included():
     latex = render_latex(summarize(RECORDS), [note])
     assert latex.rstrip().endswith(r"\par{\footnotesize " + note + "}")
     assert note not in render_latex(summarize(RECORDS))
+
+
+@pytest.mark.parametrize("dataset, ipc, mean", [("mnist", 10, 97.4), ("svhn", 50, 82.3), ("fashion-mnist", 10, 82.3)])
+def test_dc_table_1_cells_beyond_ipc_1_render(dataset, ipc, mean):
+    records = [dict(r, dataset=dataset, ipc=ipc) for r in RECORDS]
+    summary = summarize(records).set_index("method")
+    assert summary.loc["dc", "paper_mean"] == mean and summary.loc["dc", "paper_source"] == "DC Table 1"
+    assert f"{mean:.2f}" in render_markdown(summarize(records))
+    assert summary["paper_mean"].drop("dc").isna().all()   # unread random / herding cells stay empty

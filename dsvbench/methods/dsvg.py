@@ -15,10 +15,9 @@ import torch.nn.functional as F
 
 from ..ranges import MAX_SIZE, NON_NEGATIVE, POSITIVE, UNIT, Range, count
 from .base import BuildContext, CondensedSet, MethodFailed, register_method, take_per_class
-from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                       rescale_due, rescale_groups, step_multipliers)
+from .kkt_loop import History, LambdaLoop, augment_groups, check_finite, log_groups, make_kkt, make_optimizer
 from .kkt_recipe import KKTRecipe, kkt_presets, kkt_recipe_defaults
-from .kkt_terms import initial_multipliers, parse_bounds, pixel_bounds, range_penalty
+from .kkt_terms import parse_bounds, pixel_bounds, range_penalty
 
 
 @dataclass(frozen=True)
@@ -103,29 +102,21 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
 
     kkt = make_kkt(ctx.pretrained, recipe)
     seed_slices = [slice(g * per_seed, (g + 1) * per_seed) for g in range(seeds)]
-    unit = torch.tensor([lambda_unit(kkt, render(x.detach()[sl]), labels[sl], recipe.lambda_scale)
-                         for sl in seed_slices], device=ctx.device)
-    mu = torch.cat([initial_multipliers(recipe.lambda_init, per_seed, c.generator) for c in contexts])
-    mu = mu.to(ctx.device).requires_grad_(True)
+    loop = LambdaLoop(kkt, recipe, contexts, groups, keys, [(render(x.detach()[sl]), labels[sl]) for sl in seed_slices],
+                      ctx.device)
+    histories = loop.histories
     bounds = pixel_bounds(recipe.range_bounds, ctx.mean, ctx.std, ctx.shape.channels, ctx.device)
     opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x, recipe.momentum)
-    opt_mu = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda, recipe.lambda_momentum)
-    alive = torch.ones(len(labels), dtype=torch.bool, device=ctx.device)
-    histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
-    keep = ctx.ipc if recipe.keep_per_class else 0
     for step in range(recipe.steps + 1):
         if step == recipe.lowres_steps and x.shape[-1] != side:
             x = render(x.detach()).requires_grad_(True)
             opt_x = make_optimizer(recipe.optimizer, x, recipe.alpha_x, recipe.momentum)
-        index = torch.nonzero(alive).flatten()
+        index = torch.nonzero(loop.alive).flatten()
         if len(index) == 0:   # nonzero has synced already: no extra host read
             raise MethodFailed(f"dsvg: every candidate left X (λ < 0) by step {step}; "
                                "set keep_per_class=true or dual=floor")
         images, where = render(x)[index], groups[index]
-        if rescale_due(step, recipe.rescale_every):
-            unit = unit * rescale_groups(kkt, images.detach(), labels[index], unit[where] * mu.detach()[index],
-                                         where, seeds)
-        lam = unit[where] * mu.detach()[index]
+        lam = loop.lam(step, images.detach(), labels[index], index, where)
         final = step == recipe.steps
         if final:
             values = kkt.kkt(images.detach(), labels[index], lam, input_grad=False, groups=where, n_groups=seeds)
@@ -138,14 +129,13 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
                          stat=float(values.stat.mean()), entropy=float(values.entropy.mean()))
         if final:
             break
-        mu.grad = torch.zeros_like(mu)
-        mu.grad[index] = unit[where] * grad_lam
+        loop.set_gradient(index, where, grad_lam)
         opt_x.step()
         opt_x.zero_grad(set_to_none=True)
         if step < recipe.lambda_warmup:
             continue
-        alive = step_multipliers(recipe, opt_mu, mu, alive, keys, keep, seeds * classes)
-    images, lam = render(x.detach()), unit[groups] * mu.detach()
+        loop.step()
+    images, lam, alive = render(x.detach()), loop.final(), loop.alive
     return [_select(c, kkt, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, sl, history in zip(contexts, seed_slices, histories)]
 

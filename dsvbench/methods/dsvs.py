@@ -18,10 +18,8 @@ from ..ranges import MAX_SIZE, Range, count
 from .base import (BuildContext, CondensedSet, MethodFailed, cached_for_model, register_method,
                    take_per_class)
 from .deepkkt import primal_loss
-from .kkt_loop import (History, augment_groups, check_finite, lambda_unit, log_groups, make_kkt, make_optimizer,
-                       rescale_due, rescale_groups, step_multipliers)
+from .kkt_loop import History, LambdaLoop, augment_groups, check_finite, log_groups, make_kkt
 from .kkt_recipe import KKTRecipe, kkt_presets, kkt_recipe_defaults
-from .kkt_terms import initial_multipliers
 
 
 @dataclass(frozen=True)
@@ -70,22 +68,14 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
     keys = groups * ctx.num_classes + labels
     bounds = torch.tensor([0] + [len(p) for p in pools]).cumsum(0).tolist()
     seed_slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-    unit = torch.tensor([lambda_unit(kkt, images[sl], labels[sl], recipe.lambda_scale) for sl in seed_slices],
-                        device=images.device)
+    loop = LambdaLoop(kkt, recipe, contexts, groups, keys, [(images[sl], labels[sl]) for sl in seed_slices],
+                      images.device)
     encoded = kkt.encode(images) if kkt.analytic else None
-    mu = torch.cat([initial_multipliers(recipe.lambda_init, len(p), c.generator) for c, p in zip(contexts, pools)])
-    mu = mu.to(images.device).requires_grad_(True)
-    optimizer = make_optimizer(recipe.lambda_optimizer, mu, recipe.alpha_lambda, recipe.lambda_momentum)
-    alive = torch.ones(len(pool), dtype=torch.bool, device=images.device)
-    histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
-    keep = ctx.ipc if recipe.keep_per_class else 0
+    histories = loop.histories
     for step in range(recipe.steps + 1):
-        index = torch.nonzero(alive).flatten()
+        index = torch.nonzero(loop.alive).flatten()
         where = groups[index]
-        if rescale_due(step, recipe.rescale_every):
-            unit = unit * rescale_groups(kkt, images[index], labels[index], unit[where] * mu.detach()[index],
-                                         where, seeds)
-        lam = unit[where] * mu.detach()[index]
+        lam = loop.lam(step, images[index], labels[index], index, where)
         values = kkt.kkt(images[index], labels[index], lam, input_grad=False, groups=where, n_groups=seeds,
                          encoded=None if encoded is None else (encoded[0][index], encoded[1][index]))
         final = step == recipe.steps
@@ -100,10 +90,10 @@ def build_dsvs_many(contexts: list[BuildContext], recipe: DSVsRecipe) -> list[Co
         if recipe.gamma > 0:
             augmented = augment_groups(images[index], where, [c.generator for c in contexts], recipe)
             grad_lam = grad_lam + kkt.kkt(augmented, labels[index], lam, recipe.gamma, False, where, seeds).grad_lam
-        mu.grad = torch.zeros_like(mu)
-        mu.grad[index] = unit[where] * grad_lam
-        alive = step_multipliers(recipe, optimizer, mu, alive, keys, keep, seeds * ctx.num_classes)
-    lam = unit[groups] * mu.detach() * alive
+        loop.set_gradient(index, where, grad_lam)
+        loop.step()
+    alive = loop.alive
+    lam = loop.final() * alive
     return [_select(c, kkt, p, images[sl], labels[sl], lam[sl], alive[sl], history)
             for c, p, sl, history in zip(contexts, pools, seed_slices, histories)]
 

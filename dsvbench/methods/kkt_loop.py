@@ -13,7 +13,7 @@ from ..augment import manifold_apply, manifold_draw
 from .base import MethodFailed
 from .deepkkt import DeepKKT, KKTValues, norm1
 from .kkt_recipe import KKTRecipe
-from .kkt_terms import floor_gradient
+from .kkt_terms import floor_gradient, initial_multipliers
 
 
 def make_kkt(model: nn.Module, recipe: KKTRecipe) -> DeepKKT:
@@ -152,3 +152,47 @@ def check_finite(what: str, *values: torch.Tensor | float) -> None:
         finite = torch.isfinite(value).all() if torch.is_tensor(value) else math.isfinite(value)
         if not finite:
             raise MethodFailed(f"{what}: non-finite values (NaN/Inf); lower the step sizes")
+
+
+class LambdaLoop:
+    """The λ side of Algorithm 1 that ``dsvs`` and ``dsvg`` share, for candidates of several seeds
+    (group g = seed g): λ = unit[g]·μ, μ from ``recipe.lambda_init`` per seed (drawn from that seed's
+    generator), the unit fitted per seed (:func:`lambda_unit`) and re-fitted every ``rescale_every``
+    steps (:func:`rescale_groups`), μ's optimizer and step with dual feasibility
+    (:func:`step_multipliers`), who is alive, and one :class:`History` per seed."""
+
+    def __init__(self, kkt: DeepKKT, recipe: KKTRecipe, contexts: list, groups: torch.Tensor, keys: torch.Tensor,
+                 per_seed: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str):
+        self.kkt, self.recipe, self.groups, self.keys = kkt, recipe, groups, keys
+        self.seeds, self.classes = len(contexts), contexts[0].num_classes
+        self.unit = torch.tensor([lambda_unit(kkt, inputs, labels, recipe.lambda_scale) for inputs, labels in per_seed],
+                                 device=device)
+        mu = torch.cat([initial_multipliers(recipe.lambda_init, len(labels), c.generator)
+                        for c, (_, labels) in zip(contexts, per_seed)])
+        self.mu = mu.to(device).requires_grad_(True)
+        self.optimizer = make_optimizer(recipe.lambda_optimizer, self.mu, recipe.alpha_lambda, recipe.lambda_momentum)
+        self.alive = torch.ones(len(groups), dtype=torch.bool, device=device)
+        self.histories = [History(kkt, recipe.steps, recipe.history_points) for _ in contexts]
+        self.keep = contexts[0].ipc if recipe.keep_per_class else 0
+
+    def lam(self, step: int, inputs: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+            where: torch.Tensor) -> torch.Tensor:
+        """λ of the alive candidates ``index`` (their ``inputs``, ``labels``, groups ``where``) at ``step``,
+        after the unit's re-fit when one is due."""
+        if rescale_due(step, self.recipe.rescale_every):
+            self.unit = self.unit * rescale_groups(self.kkt, inputs, labels, self.unit[where] * self.mu.detach()[index],
+                                                   where, self.seeds)
+        return self.unit[where] * self.mu.detach()[index]
+
+    def set_gradient(self, index: torch.Tensor, where: torch.Tensor, grad_lam: torch.Tensor) -> None:
+        """μ's gradient: ∇λ of the alive candidates times their unit, 0 for the removed."""
+        self.mu.grad = torch.zeros_like(self.mu)
+        self.mu.grad[index] = self.unit[where] * grad_lam
+
+    def step(self) -> None:
+        self.alive = step_multipliers(self.recipe, self.optimizer, self.mu, self.alive, self.keys, self.keep,
+                                      self.seeds * self.classes)
+
+    def final(self) -> torch.Tensor:
+        """λ of every candidate at the end (the removed ones' last value)."""
+        return self.unit[self.groups] * self.mu.detach()
