@@ -11,6 +11,7 @@ report) under ``out``, and resumes from the records already there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,12 +109,17 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
         torch.set_num_threads(run_threads(config.threads))   # workers share them (dispatch)
     with confined(config.out, config.cache_dir):   # dsvbench.atomic: every write lands under these two
         provenance()   # the commit of the code this process loaded, asked now, not when a record is written
-        plan = resolve(config)
+        grid = [dataclasses.replace(config, ipc=ipc) for ipc in (config.ipc_grid or (config.ipc,))]
+        plans = [resolve(part) for part in grid]   # one per IPC; the same columns, recipes and θ*
+        plan = plans[0]
         dataset = load_dataset(config.data, config.cache_dir)
-        check_ipc(config, dataset.class_counts())
+        for part in grid:
+            check_ipc(part, dataset.class_counts())
         if replayed is not None:
             replayed.check(plan, dataset)   # same data, θ* and set keys as recorded, else a warning line each
         print_config(plan, echo)
+        if config.ipc_grid:
+            echo(f"  IPC grid: {', '.join(map(str, config.ipc_grid))} (every column at each; a table row per IPC)")
         busy = busy_note(torch.get_num_threads()) if config.threads is None and config.device == "cpu" else None
         if busy:
             echo(f"  NOTE: {busy}")
@@ -122,8 +128,11 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
             echo(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
                  f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
         set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
-        outcomes = run_all(config, progress=progress, loaded=(dataset, pretrained))
-        records = select_records(load_records(config.out), plan.record_keys(dataset), config.evals_per_set)
+        outcomes, wanted = [], {}
+        for part, part_plan in zip(grid, plans):
+            outcomes += run_all(part, progress=progress, loaded=(dataset, pretrained))
+            wanted.update(part_plan.record_keys(dataset))
+        records = select_records(load_records(config.out), wanted, config.evals_per_set)
         notes = budget_notes(config) + table_notes(records)
         full_data = full_data_accuracies(plan, dataset, progress) if config.scores and records else []
         info = run_info(plan, started, pretrained, dataset, command)

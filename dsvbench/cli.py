@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "complete — finished records are kept, rerun to complete", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # every finished record is on disk already: say so, no traceback
-        records = Path(args.out or f"results/{args.dataset}-ipc{args.ipc}") / "records"
+        records = Path(args.out or f"results/{args.dataset}-ipc{'-'.join(map(str, args.ipc))}") / "records"
         finished = sum(1 for _ in records.glob("*.json")) if records.is_dir() and not args.from_dirs else 0
         print(f"dsvbench: interrupted; {finished} records finished in {records}, rerun to resume",
               file=sys.stderr, flush=True)

@@ -185,6 +185,7 @@ class BenchConfig:
     methods: tuple[str, ...] = ("random",)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     ipc: int = 1
+    ipc_grid: tuple[int, ...] = ()          # --ipc with several values: every column at each (ipc is the first)
     evals_per_set: int = 1
     eval_recipe: str | None = None          # force one recipe on every column
     eval_epochs: int | None = None          # override the recipe's epoch count (reduced budget)

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--methods", nargs="+", default=["all"], help="method ids or 'all' (see --list-methods)")
     add("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default 5)")
     add("--seed-list", type=int, nargs="+", help="explicit seeds (overrides --seeds)")
-    add("--ipc", type=int, default=1, help="images per class (default 1)")
+    add("--ipc", type=int, nargs="+", default=[1], help="images per class (default 1); several, e.g. 1 10 50: "
+        "the IPC grid in one run, a table row per (dataset, IPC)")
     add("--model", default="convnet", help="architecture of θ* and of the condensation (default convnet)")
     add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
     add("--evals-per-set", type=int, help="fresh networks retrained per condensed set (default 1; "
@@ -119,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.protocol != "suite" and evals_per_set != PROTOCOLS[args.protocol]:
         raise UserError(f"--protocol {args.protocol} retrains {PROTOCOLS[args.protocol]} models per set; "
                         f"--evals-per-set {evals_per_set} contradicts it (drop one of them)")
-    for name, value in (("--seeds", len(seeds)), ("--ipc", args.ipc), ("--evals-per-set", evals_per_set),
+    ipcs = list(dict.fromkeys(args.ipc if isinstance(args.ipc, (list, tuple)) else [args.ipc]))
+    for name, value in (("--seeds", len(seeds)), ("--ipc", min(ipcs)), ("--evals-per-set", evals_per_set),
                         ("--jobs", args.jobs), ("--threads", args.threads), ("--eval-epochs", args.eval_epochs),
                         ("--pretrain-epochs", args.pretrain_epochs)):
         if value is not None and value < 1:  # 0 is an error, not "the default"
@@ -134,12 +136,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     config = BenchConfig(
         data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
         eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
-        methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=args.ipc, evals_per_set=evals_per_set,
+        methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=ipcs[0], ipc_grid=tuple(ipcs) if len(ipcs) > 1 else (),
+        evals_per_set=evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,
         method_overrides=overrides,
         device=args.device, threads=args.threads, jobs=worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
         backend=args.backend, scheduler=args.scheduler,
-        out=args.out or f"results/{args.dataset}-ipc{args.ipc}", cache_dir=args.cache_dir,
+        out=args.out or f"results/{args.dataset}-ipc{'-'.join(map(str, ipcs))}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,
         ddrs_weight=ddrs_weight(args.ddrs_weight, args.scores, bool(args.from_dirs)), force=args.force)
     return check_config(config, args.jobs)

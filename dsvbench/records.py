@@ -58,9 +58,9 @@ def load_records(out: Path | str) -> list[dict[str, Any]]:
     return records
 
 
-def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int], tuple[str, dict[str, Any]]],
+def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int, int], tuple[str, dict[str, Any]]],
                    evals_per_set: int) -> list[dict[str, Any]]:
-    """Only the records of one run: ``wanted`` maps (method, seed) to the (set key, evaluation
+    """Only the records of one run: ``wanted`` maps (method, seed, ipc) to the (set key, evaluation
     recipe) its records carry (``Plan.record_keys``), and eval indices stop at ``evals_per_set``.
 
     A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
@@ -68,7 +68,7 @@ def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int], 
     """
     wanted = {key: (set_key, canonical_json(evaluation)) for key, (set_key, evaluation) in wanted.items()}
     return [r for r in records if r["eval_index"] < evals_per_set
-            and wanted.get((r["method"], r["seed"])) == (r.get("set_key"), canonical_json(_prefixed(r, "eval.")))]
+            and wanted.get((r["method"], r["seed"], r["ipc"])) == (r.get("set_key"), canonical_json(_prefixed(r, "eval.")))]
 
 
 def merge_runs(folders: list[Path | str]) -> tuple[list[dict[str, Any]], list[str]]:

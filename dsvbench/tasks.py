@@ -86,7 +86,8 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
     for (job, key, ekey, pending), (condensed, build_info) in zip(todo, built):
         diagnostics = _diagnostics(condensed, pretrained, dataset)
         class_accuracy = diagnostics.pop("theta_class_test_accuracy", None)   # Fig. 4, kept in the set's json
-        _export_set(out, job, condensed, dataset, key, class_accuracy)
+        _export_set(out / "sets" / (f"ipc{config.ipc}" if config.ipc_grid else ""), job, condensed, dataset, key,
+                    class_accuracy)
         infos.append({**build_info, **diagnostics})
         images, labels = condensed.images.to(device), condensed.labels.to(device)
         items += [(job, key, ekey, e, images, labels, infos[-1]) for e in pending]
@@ -231,9 +232,9 @@ def _pearson(a: list[float], b: list[float]) -> float:
 
 def _export_set(out: Path, job: Job, condensed: CondensedSet, dataset: ImageDataset, key: str,
                 class_accuracy: list[float] | None = None) -> None:
-    """``sets/<method>-seed<s>``: .pt, .json (the method's metadata, its set key, the class names that the
+    """``sets/<method>-seed<s>`` (``sets/ipc<k>/…`` in an IPC grid): .pt, .json (the method's metadata, its set key, the class names that the
     .png's rows follow, θ*'s per-class test accuracy when Fig. 4 needs it) and .png; the figures read these."""
-    stem = out / "sets" / f"{job.method}-seed{job.seed}"
+    stem = out / f"{job.method}-seed{job.seed}"
     atomic_torch_save(condensed.state_dict(), stem.with_suffix(".pt"))
     extra = {"theta_class_test_accuracy": class_accuracy} if class_accuracy is not None else {}
     atomic_write_json(stem.with_suffix(".json"), {**condensed.metadata, "set_key": key,

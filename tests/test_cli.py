@@ -3,6 +3,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from dsvbench.cli import main
 
@@ -139,3 +140,23 @@ def test_changed_pretraining_is_noted_only_when_a_method_uses_theta(methods, not
     config = config_from_args(build_parser().parse_args(
         ["--dataset", "digits", "--pretrain-epochs", "3", "--methods", *methods]))
     assert any("CHANGED PRETRAINING" in note for note in budget_notes(config)) == noted
+
+
+def test_ipc_grid_in_one_run_gives_a_row_per_ipc(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["--dataset", "digits", "--methods", "random", "herding", "--seeds", "2", "--ipc", "1", "3",
+                 "--eval-epochs", "1", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    table = (out / "table.md").read_text()
+    assert "digits IPC=1: ours" in table and "digits IPC=3: ours" in table
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["ipc_grid"] == [1, 3] and info["config"]["ipc"] == 1
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert sorted((r["method"], r["ipc"]) for r in records) == sorted(
+        [(m, k) for m in ("random", "herding") for k in (1, 3) for _ in range(2)])
+    for k in (1, 3):   # each IPC's sets in its own folder, with the right size
+        state = torch.load(out / "sets" / f"ipc{k}" / "random-seed0.pt", weights_only=True)
+        assert len(state["labels"]) == 10 * k
+    # a rerun finds everything done, and a single-IPC run into the same folder keeps only its rows
+    assert main(["--dataset", "digits", "--methods", "random", "--seeds", "2", "--ipc", "3", "--eval-epochs", "1",
+                 "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "IPC=1" not in (out / "table.md").read_text()

@@ -41,7 +41,7 @@ class DSVgRecipe(KKTRecipe):
         **KKTRecipe.RANGES, "alpha_x": POSITIVE, "momentum": UNIT, "init_std": POSITIVE,
         "tv_weight": NON_NEGATIVE, "l2_weight": NON_NEGATIVE, "range_weight": NON_NEGATIVE,
         "candidates_per_class": count(1, MAX_SIZE), "lowres_factor": count(1, 64)}
-    candidates_per_class: int = 10   # N (choice)
+    candidates_per_class: int = 10   # N (choice); at least IPC are drawn (an IPC-50 grid row: 50)
     steps: int = 4000                # total steps (the authors' command line: 2000 + 2000)
     lowres_steps: int = 2000         # steps at low resolution before upscaling (the authors': 2000)
     lowres_factor: int = 2           # side divided by this during the low-resolution phase
@@ -83,9 +83,8 @@ def build_dsvg_many(contexts: list[BuildContext], recipe: DSVgRecipe) -> list[Co
     λ rescaling, removal and augmentation draws, each from its own generator); x and λ are updated
     element-wise (Adam / plain steps), so every seed follows its single-seed trajectory."""
     ctx = contexts[0]
-    classes, n, seeds = ctx.num_classes, recipe.candidates_per_class, len(contexts)
-    if n < ctx.ipc:
-        raise ValueError(f"dsvg.candidates_per_class={n} must be at least ipc={ctx.ipc}")
+    # at least IPC candidates per class, so every IPC of a grid builds (the field's value up to IPC 10)
+    classes, n, seeds = ctx.num_classes, max(recipe.candidates_per_class, ctx.ipc), len(contexts)
     per_seed = classes * n
     labels = torch.arange(classes, device=ctx.device).repeat_interleave(n).repeat(seeds)
     groups = torch.arange(seeds, device=ctx.device).repeat_interleave(per_seed)
