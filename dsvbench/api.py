@@ -101,7 +101,8 @@ def _silent(*_: Any, **__: Any) -> None:
 
 
 def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None] = print,
-            replayed: Any = None, command: Sequence[str] | None = None) -> Results:
+            replayed: Any = None, command: Sequence[str] | None = None,
+            extra_info: dict[str, Any] | None = None) -> Results:
     """The pipeline of a checked ``config``: plan, data, θ*, tasks, records, outputs."""
     started = time.time()
     keep_freed_memory()   # dsvbench.process: measured 20–25 % off the CPU hot loops
@@ -138,6 +139,7 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
         info = run_info(plan, started, pretrained, dataset, command)
         if replayed is not None:
             info["replayed_from"] = str(replayed.path)
+        info.update(extra_info or {})   # e.g. the grid config file the flags came from, as written
         summary = write_outputs(config.out, records, info, notes, config.reference_dataset, full_data=full_data,
                                 ddrs_weight=config.ddrs_weight)
         if not summary.empty:

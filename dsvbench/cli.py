@@ -13,7 +13,7 @@ from .api import execute, rerender
 from .data import DATASETS
 from .methods import METHODS
 from .models import MODELS
-from .options import build_parser, config_from_args
+from .options import build_parser, config_from_args, flags_from_toml
 from .process import keep_freed_memory
 from .registry import UserError
 
@@ -24,7 +24,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["evaluate"]:
         return _evaluate(given[1:])
+    config_file = None
+    if given[:1] == ["run"]:   # dsvbench run GRID.toml [flags]: the file's flags, then the given ones
+        if len(given) < 2 or not given[1].endswith(".toml"):
+            print("dsvbench: error: dsvbench run needs a .toml grid config file (dsvbench run configs/NAME.toml)",
+                  file=sys.stderr)
+            return 2
+        try:
+            from_file, text = flags_from_toml(given[1])
+        except UserError as error:
+            print(f"dsvbench: error: {error}", file=sys.stderr)
+            return 2
+        config_file = {"path": given[1], "toml": text}
+        argv = given = from_file + given[2:]
     args = build_parser().parse_args(argv)
+    args.config_file = config_file
     keep_freed_memory()   # dsvbench.process: measured 20–25 % off the CPU hot loops
     args.argv = list(sys.argv[1:] if argv is None else argv)   # --replay: which flags were given
     try:
@@ -83,7 +97,8 @@ def _main(args: argparse.Namespace) -> int:
         config, replayed = replay_config(args)
     else:
         config = config_from_args(args)
-    results = execute(config, progress=not args.quiet, echo=print, replayed=replayed)
+    results = execute(config, progress=not args.quiet, echo=print, replayed=replayed,
+                      extra_info={"config_file": args.config_file} if args.config_file else None)
     for failure in results.failures:
         print(f"dsvbench: {failure}", file=sys.stderr)
     print(f"outputs in {config.out} ({time.time() - started:.0f} s)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Sequence
 
 from .checks import check_config, ddrs_weight, worker_count
@@ -146,6 +147,50 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,
         ddrs_weight=ddrs_weight(args.ddrs_weight, args.scores, bool(args.from_dirs)), force=args.force)
     return check_config(config, args.jobs)
+
+
+def flags_from_toml(path: str) -> tuple[list[str], str]:
+    """The command-line flags a grid config file stands for, and its text (stored in ``run.json``).
+
+    Keys are the flags' names with underscores (``dataset = "mnist"``, ``ipc = [1, 10, 50]``,
+    ``seeds = 5``, ``protocol = "dc-paper"``, ``scores = true``); a ``[set]`` table gives recipe
+    fields (``"dc.iterations" = 200``).  Flags given after the file on the command line come later,
+    so they win (``--out``) or add (``--set``)."""
+    try:
+        import tomllib
+    except ImportError:   # Python 3.10
+        raise UserError("grid config files need Python 3.11 or later (tomllib); pass the flags instead") from None
+    try:
+        text = Path(path).read_text()
+        table = tomllib.loads(text)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error})") from None
+    known = {action.dest: action for action in build_parser()._actions}
+    argv: list[str] = []
+    for key, value in table.items():
+        if key == "set":
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: [set] must be a table of METHOD.FIELD = value")
+            argv += [item for field, v in value.items() for item in ("--set", f"{field}={_toml_text(v)}")]
+            continue
+        dest = key
+        if dest not in known or dest in ("help", "from_dirs", "replay", "in_place"):
+            raise UserError(f"{path}: unknown key {key!r}; keys are the flags' names with underscores "
+                            "(dataset, methods, ipc, seeds, ...) and a [set] table")
+        flag = known[dest].option_strings[-1]
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, list):
+            argv += [flag, *map(_toml_text, value)]
+        else:
+            argv += [flag, _toml_text(value)]
+    return argv, text
+
+
+def _toml_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def config_from_flags(**flags: Any) -> BenchConfig:

@@ -160,3 +160,33 @@ def test_ipc_grid_in_one_run_gives_a_row_per_ipc(tmp_path, capsys):
     assert main(["--dataset", "digits", "--methods", "random", "--seeds", "2", "--ipc", "3", "--eval-epochs", "1",
                  "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "IPC=1" not in (out / "table.md").read_text()
+
+
+def test_a_grid_config_file_is_the_flags_and_is_stored(tmp_path, capsys):
+    config = tmp_path / "grid.toml"
+    config.write_text('dataset = "digits"\nmethods = ["random"]\nipc = [1, 2]\nseeds = 1\nquiet = true\n'
+                      'eval_epochs = 1\n[set]\n"herding.features" = "pixels"\n')
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["config_file"]["toml"] == config.read_text() and info["config"]["ipc_grid"] == [1, 2]
+    assert ["herding", "features", "pixels"] in info["config"]["method_overrides"]
+    for bad, message in (('datset = "digits"\n', "unknown key 'datset'"), ("dataset = \n", "not valid TOML")):
+        config.write_text(bad)
+        capsys.readouterr()
+        assert main(["run", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_committed_grid_configs_parse(tmp_path):
+    from pathlib import Path
+
+    from dsvbench.options import build_parser, config_from_args, flags_from_toml
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")):
+        argv, _ = flags_from_toml(str(path))
+        args = build_parser().parse_args(argv)
+        assert args.dataset and len(args.ipc) >= 2, path
+    argv, _ = flags_from_toml(str(Path(__file__).resolve().parents[1] / "configs" / "digits-grid.toml"))
+    config = config_from_args(build_parser().parse_args(argv + ["--out", str(tmp_path / "o")]))
+    assert config.ipc_grid == (1, 10)
