@@ -44,7 +44,6 @@ and it stays the opt-in reading (``--set herding.features=per-seed
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -178,16 +177,6 @@ def train_feature_network(ctx: BuildContext, recipe: PretrainRecipe, seed: int) 
     return model.eval()
 
 
-def training_fingerprint(ctx: BuildContext) -> str:
-    """sha256 of every training pixel and label (the per-seed network sees nothing else)."""
-    digest = hashlib.sha256()
-    for tensor in (ctx.train_images, ctx.train_labels):
-        array = tensor.detach().cpu().contiguous().numpy()
-        digest.update(f"{array.dtype}:{array.shape}|".encode())
-        digest.update(array)
-    return digest.hexdigest()[:16]
-
-
 def training_features(ctx: BuildContext, recipe: HerdingRecipe) -> torch.Tensor:
     """The N×d embedding of the training set in the recipe's feature space.
 
@@ -202,7 +191,9 @@ def training_features(ctx: BuildContext, recipe: HerdingRecipe) -> torch.Tensor:
     if recipe.features == "per-seed":
         network = feature_network_recipe(ctx, recipe)
         seed = ctx.generator.initial_seed()                  # the job's seed
-        key = config_hash(training_fingerprint(ctx), ctx.model_name, seed, network)
+        if not ctx.data_fingerprint:
+            raise MethodFailed("herding features=per-seed needs the dataset's fingerprint in its build context")
+        key = config_hash(ctx.data_fingerprint, ctx.model_name, seed, network)
         return cached_for_model(ctx, f"herding_features_per-seed-{key}", lambda: embed(
             train_feature_network(ctx, network, seed), ctx.train_images, recipe.batch_size))
     return cached_for_model(ctx, f"herding_features_{recipe.features}",

@@ -94,8 +94,10 @@ def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     header = ["method", "needs", "build s (mean)", "retrain s (mean)", "peak MB", "θ* agrees %",
               "ρ(Σλ, class acc)"]
     rows = []
+    grid = summary["ipc"].nunique() > 1   # an IPC grid: say which IPC each line is
     for row in summary.itertuples():
-        rows.append([row.column, row.needs, f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
+        rows.append([f"{row.column} (IPC {row.ipc})" if grid else row.column, row.needs,
+                     f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
                      f"{row.peak_memory_mb:.0f}", _maybe(row, "pretrained_agreement", "{:.0f}"),
                      _maybe(row, "lambda_class_acc_pearson", "{:+.2f}")])
     return header, rows

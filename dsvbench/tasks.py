@@ -21,7 +21,7 @@ from .images import save_grid
 from .methods import METHODS, BuildContext, CondensedSet, MethodFailed, MethodSpec
 from .models import create_model
 from .plan import Job, Task, derive_seed, device_of, needs_pretrained, own_theta, record_name, resolve
-from .pretrain import Pretrained, load_or_pretrain
+from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
 from .progress import progress_bar
 from .registry import first_line
 from .provenance import provenance
@@ -130,7 +130,7 @@ def make_context(config: BenchConfig, spec: MethodSpec, seed: int, dataset: Imag
     return BuildContext(
         method=spec.name, num_classes=dataset.num_classes, ipc=config.ipc, shape=dataset.shape,
         generator=torch.Generator().manual_seed(seed), device=device, model_name=config.model,
-        dataset_name=dataset.name, mean=dataset.mean, std=dataset.std,
+        dataset_name=dataset.name, mean=dataset.mean, std=dataset.std, data_fingerprint=dataset_fingerprint(dataset),
         progress=progress or (lambda **metrics: None),
         cache_dir=pretrained.cache_dir if pretrained else Path(config.cache_dir) / "method-cache",
         _train=(dataset.train_x.to(device), dataset.train_y.to(device)) if spec.needs_data else None,

@@ -42,5 +42,6 @@ def make_context(dataset: ImageDataset, method: str = "test", ipc: int = 1, seed
         method=method, num_classes=dataset.num_classes, ipc=ipc, shape=dataset.shape,
         generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), model_name=model_name,
         dataset_name=dataset.name, mean=dataset.mean, std=dataset.std,
+        data_fingerprint=dataset.content_hash()[:16],
         _train=(dataset.train_x, dataset.train_y) if data else None,
         _pretrained=pretrained.eval() if pretrained is not None else None, _dynamics=dynamics)

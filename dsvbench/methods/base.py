@@ -81,6 +81,7 @@ class BuildContext:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     cache_dir: Path | None = None        # for per-pretrained-model caches (e.g. embeddings)
+    data_fingerprint: str = ""           # the dataset's content hash (every pixel and label): keys caches of its own
     progress: ProgressFn = lambda **metrics: None   # progress(step=, total=, **metrics)
     _train: tuple[torch.Tensor, torch.Tensor] | None = None
     _pretrained: nn.Module | None = None
