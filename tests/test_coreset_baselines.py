@@ -37,7 +37,13 @@ def make_context(images, labels, num_classes, ipc, seed=0, model=None, dynamics=
     return BuildContext(method=method, num_classes=num_classes, ipc=ipc, shape=shape,
                         generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
                         model_name="convnet_tiny", cache_dir=cache_dir, _train=(images, labels),
+                        data_fingerprint=_fingerprint(images, labels),
                         _pretrained=model, _dynamics=dynamics)
+
+
+def _fingerprint(images, labels):
+    import hashlib
+    return hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
 
 
 def synthetic_digits(per_class=60, num_classes=10, seed=0):

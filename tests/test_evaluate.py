@@ -124,3 +124,13 @@ def test_the_python_call_is_the_command(tmp_path):
     assert list(results.summary["method"]) == ["again"]
     with pytest.raises(dsvbench.UserError, match="unknown option"):
         dsvbench.evaluate([run], dataset="digits", nmae="x")
+
+
+def test_the_evaluated_column_is_not_left_in_the_registry(tmp_path, capsys):
+    from dsvbench.methods import METHODS
+    path = _npz(tmp_path / "set.npz", np.zeros((10, 8, 8), dtype=np.float32), np.arange(10))
+    assert evaluate(capsys, path, *DIGITS, "--name", "passing", "--no-random", "--out", tmp_path / "e",
+                    "--cache-dir", tmp_path / "c")[0] == 0
+    bad = _npz(tmp_path / "bad.npz", np.zeros((10, 7, 8), dtype=np.float32), np.arange(10))
+    assert evaluate(capsys, bad, *DIGITS, "--name", "failing", "--out", tmp_path / "f")[0] == 2
+    assert "passing" not in METHODS and "failing" not in METHODS
