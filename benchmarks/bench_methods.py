@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from tabulate import tabulate
 
-from dsvbench.options import build_parser, config_from_args
+from dsvbench.options import config_from_flags
 from dsvbench.runinfo import budget_notes
 from dsvbench.config import BenchConfig, to_dict
 from dsvbench.data import ImageDataset
@@ -65,9 +65,7 @@ def parse_args() -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace, out: str) -> BenchConfig:
     """The run's config exactly as ``run_bench.py`` would build it from the same flags."""
-    values = vars(build_parser().parse_args([]))
-    values.update({k: v for k, v in vars(args).items() if k != "retrain"}, out=out)
-    return config_from_args(argparse.Namespace(**values))
+    return config_from_flags(**{k: v for k, v in vars(args).items() if k != "retrain"}, out=out)
 
 
 def measure(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import tempfile
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -21,7 +22,7 @@ from tempfile import TemporaryDirectory
 import torch
 
 from dsvbench import atomic
-from dsvbench.options import build_parser, config_from_args
+from dsvbench.options import config_from_flags
 from dsvbench.config import DataConfig
 from dsvbench.data import SOURCES, load_dataset
 from dsvbench.data.cache import source_key
@@ -50,8 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    config = config_from_args(build_parser().parse_args(["--dataset", args.dataset, "--data-root", args.data_root,
-                                                         "--methods", "all", "--out", "/tmp/unused"]))
+    scratch = tempfile.mkdtemp(prefix="integrity-overhead-")   # --out is checked by writing a probe file there
+    config = config_from_flags(dataset=args.dataset, data_root=args.data_root, methods=["all"], out=scratch)
     dataset = load_dataset(DataConfig(args.dataset, args.data_root))
     shape = dataset.shape
     sets = 7 * 5
