@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+import dsvbench
 from dsvbench.cli import main
 from dsvbench.figures import DPI, FILES, find_sets
 from dsvbench.images import class_rows, save_grid
@@ -36,10 +37,10 @@ needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("figures")
-    code = main(["--dataset", "digits", "--pretrain-epochs", "2", "--eval-epochs", "2", "--quiet",
-                 "--methods", *METHODS, "--seed-list", *map(str, SEEDS), *SMOKE,
-                 "--out", str(root / "run"), "--cache-dir", str(root / "cache")])
-    assert code == 0
+    results = dsvbench.run(dataset="digits", pretrain_epochs=2, eval_epochs=2, methods=list(METHODS),
+                           seed_list=list(SEEDS), overrides=SMOKE[1::2], out=str(root / "run"),
+                           cache_dir=str(root / "cache"))
+    assert results.ok and len(results.records) == len(METHODS) * len(SEEDS)
     return root / "run"
 
 
@@ -141,8 +142,7 @@ def test_fig4_data_is_stored_with_the_set(tiny_run):
 
 @needs_matplotlib
 def test_from_regenerates_figures_and_report(tiny_run, tmp_path, capsys):
-    assert main(["--from", str(tiny_run), "--out", str(tmp_path / "merged")]) == 0
-    capsys.readouterr()
+    assert dsvbench.rerender([tiny_run], out=tmp_path / "merged").ok
     page = parse(tmp_path / "merged" / "report.html")
     assert len(page.tables) == 3
     assert {image["alt"] for image in page.images} == {image["alt"] for image in parse(tiny_run / "report.html").images}

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import dsvbench
 from dsvbench.cli import main
 from dsvbench.config import eval_recipe
 from dsvbench.models import InputShape, create_model
@@ -53,10 +54,10 @@ def test_tf32_off_cuda_is_refused_before_any_work(capsys, tmp_path):
 
 
 def test_precision_is_stored_and_keys_its_own_records(capsys, tmp_path):
-    cache = ["--cache-dir", str(tmp_path / "cache")]
-    assert main([*FAST, *cache, "--out", str(tmp_path / "a")]) == 0
-    assert main([*FAST, *cache, "--out", str(tmp_path / "b"), "--eval-precision", "bf16"]) == 0
-    capsys.readouterr()
+    flags = dict(dataset="digits", pretrain_epochs=2, eval_epochs=5, methods=["random"], seeds=1,
+                 cache_dir=str(tmp_path / "cache"))
+    assert dsvbench.run(**flags, out=str(tmp_path / "a")).ok
+    assert dsvbench.run(**flags, out=str(tmp_path / "b"), eval_precision="bf16").ok
     a, = [json.loads(p.read_text()) for p in (tmp_path / "a" / "records").glob("*.json")]
     b, = [json.loads(p.read_text()) for p in (tmp_path / "b" / "records").glob("*.json")]
     assert a["eval.precision"] == "fp32" and b["eval.precision"] == "bf16"
