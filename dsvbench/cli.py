@@ -4,6 +4,7 @@ checked before any work starts."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ def _evaluate(argv: list[str]) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.list_methods or args.list_models or args.list_datasets:
         if args.list_methods:
-            print(list_methods())
+            print(list_methods() if args.list_methods == "*" else describe_method(args.list_methods))
         if args.list_models:
             print("\n".join(f"{n:16s} {(MODELS.get(n).__doc__ or '').strip()}" for n in MODELS.names()))
         if args.list_datasets:
@@ -119,4 +120,50 @@ def list_methods() -> str:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return _plain((text or "").strip().splitlines()[0]) if (text or "").strip() else ""
+
+
+def _plain(text: str) -> str:
+    """Docstring markup (``code``, :func:`name`) as plain text for the terminal."""
+    return re.sub(r":\w+:`~?\.?([^`]+)`", r"\1", text).replace("``", "")
+
+
+def describe_method(name: str) -> str:
+    """One method in full: what it declares, every recipe field (type, default for the reference dataset
+    defaults of none, the comment beside it in the source), its presets and the hooks its recipe defines."""
+    import dataclasses
+    import inspect
+
+    from tabulate import tabulate
+
+    from .methods import NamesOwnTheta, NamesRetraining
+    spec = METHODS.get(name)
+    comments: dict[str, str] = {}
+    for cls in reversed(spec.recipe.__mro__):   # a subclass's comment wins
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for match in re.finditer(r"^\s+(\w+):[^=\n]+=[^#\n]*#\s*(.+)$", source, re.M):
+            comments[match.group(1)] = match.group(2).strip()
+        for match in re.finditer(r"^\s*\*\s+``(\w+)``([^\n]*)", inspect.getdoc(cls) or "", re.M):   # docstring bullets
+            comments.setdefault(match.group(1), _plain(match.group(2)).strip(" —-:,"))
+    rows = []
+    for field in dataclasses.fields(spec.recipe):
+        default = field.default if field.default is not dataclasses.MISSING else (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else "(required)")
+        rows.append([field.name, str(field.type).replace("typing.", ""), repr(default), comments.get(field.name, "")])
+    recipe = spec.recipe()
+    hooks = [text for present, text in (
+        (isinstance(recipe, NamesRetraining), "retrain: names its column's evaluation recipe"),
+        (isinstance(recipe, NamesOwnTheta), "pretrained_spec(): may name a θ* of its own")) if present]
+    lines = [f"{spec.name} (v{spec.version}): {spec.table_name}, {spec.group}; needs {spec.needs}; "
+             f"retrained with {spec.eval_recipe}; seeds in one call: {'yes' if spec.build_many else 'no'}",
+             _plain(inspect.getdoc(spec.build) or inspect.getdoc(spec.recipe) or ""), "",
+             tabulate(rows, ["field", "type", "default", "comment"]) if rows else "(no recipe fields)"]
+    if spec.presets:
+        lines += ["", "presets: " + "; ".join(f"{p}: {', '.join(f'{k}={v}' for k, v in fields.items())}"
+                                               for p, fields in spec.presets.items())]
+    if hooks:
+        lines += ["", "hooks: " + "; ".join(hooks)]
+    return "\n".join(lines)

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(each column's recipe, per seed; cached) for DD-Ranking's HLR and DDRS rows; IOR needs no extra training")
     add("--ddrs-weight", type=float, metavar="W", help="weight w of IOR against HLR in DDRS (default 0.5, "
         "DD-Ranking's); with --from: re-scores the stored runs")
-    add("--list-methods", action="store_true", help="list registered methods and exit")
+    add("--list-methods", nargs="?", const="*", metavar="METHOD", help="list registered methods and exit; "
+        "with a METHOD: every recipe field with its type, default and comment, its presets and hooks")
     add("--list-models", action="store_true", help="list registered models and exit")
     add("--list-datasets", action="store_true", help="list dataset readers and exit")
     add("--quiet", action="store_true", help="no progress bars")

@@ -190,3 +190,17 @@ def test_the_committed_grid_configs_parse(tmp_path):
     argv, _ = flags_from_toml(str(Path(__file__).resolve().parents[1] / "configs" / "digits-grid.toml"))
     config = config_from_args(build_parser().parse_args(argv + ["--out", str(tmp_path / "o")]))
     assert config.ipc_grid == (1, 10)
+
+
+def test_list_methods_with_a_method_describes_every_recipe_field(capsys):
+    import dataclasses
+
+    from dsvbench.methods import METHODS
+    code, out, _ = run_cli(capsys, "--list-methods", "dsvg")
+    assert code == 0
+    for field in dataclasses.fields(METHODS.get("dsvg").recipe):
+        assert f"\n{field.name} " in out
+    assert "presets: neurips:" in out and "hooks: retrain" in out and "``" not in out and ":func:" not in out
+    assert "momentum of the sgd steps on x" in out            # the comment beside the field
+    code, _, err = run_cli(capsys, "--list-methods", "dsvgg")
+    assert code == 2 and "did you mean 'dsvg'" in err and len(err.strip().splitlines()) == 1

@@ -50,3 +50,30 @@ def test_declared_needs_are_handed_over_and_nothing_else(name):
         else:
             with pytest.raises(AccessDenied):
                 touch()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_the_plug_in_kit_checks_pass_for_every_method(name):
+    from dsvbench.testing import check_method
+    check_method(name)
+
+
+def test_the_plug_in_kit_catches_a_broken_method():
+    from dataclasses import dataclass
+
+    from dsvbench.methods import CondensedSet, register_method
+    from dsvbench.testing import check_method
+
+    @dataclass(frozen=True)
+    class Recipe:
+        pass
+
+    @register_method("broken-for-test", table_name="broken", group="selection", recipe=Recipe, eval_recipe="dc",
+                     needs_data=True)
+    def build(ctx, recipe):   # one image per class whatever the IPC
+        return CondensedSet(ctx.train_images[:ctx.num_classes], torch.arange(ctx.num_classes))
+    try:
+        with pytest.raises(AssertionError, match="broken-for-test"):
+            check_method("broken-for-test")
+    finally:
+        METHODS.discard("broken-for-test")
