@@ -36,3 +36,45 @@ def _git_state(package: Path) -> dict[str, Any]:
         return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
+
+
+_SOURCES: dict[str, Any] = {}
+
+
+def method_source(build: Any) -> dict[str, Any] | None:
+    """Where a plug-in method's code comes from (None for dsvbench's own): its module and file, the
+    distribution that installed it and its version, and the git commit and uncommitted changes of the
+    checkout holding the file, when there is one.  Asked once per module and process."""
+    import importlib.metadata
+    import inspect
+    import subprocess
+    module = getattr(build, "__module__", "") or ""
+    if module.split(".")[0] == "dsvbench":
+        return None
+    if module not in _SOURCES:
+        top = module.split(".")[0]
+        distributions = importlib.metadata.packages_distributions().get(top) or []
+        package = distributions[0] if distributions else None
+        try:
+            version = importlib.metadata.version(package) if package else None
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        try:
+            file = inspect.getsourcefile(build)
+        except TypeError:
+            file = None
+        commit = dirty = None
+        if file:
+            def git(*args: str) -> str | None:
+                done = subprocess.run(["git", *args], cwd=Path(file).parent, capture_output=True, text=True,
+                                      timeout=10)
+                return done.stdout.strip() if done.returncode == 0 else None
+            try:
+                commit = git("rev-parse", "HEAD")
+                status = git("status", "--porcelain", "--", Path(file).name) if commit else None
+                dirty = None if status is None else bool(status)
+            except (OSError, subprocess.SubprocessError):
+                commit = dirty = None
+        _SOURCES[module] = {"module": module, "file": file, "package": package, "version": version,
+                            "git_commit": commit, "git_dirty": dirty}
+    return dict(_SOURCES[module])

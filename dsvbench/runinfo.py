@@ -19,7 +19,7 @@ from .external import is_external
 from .methods import METHODS
 from .plan import Plan, column_eval_recipe, needs_pretrained, preset_overrides
 from .process import worker_threads
-from .provenance import provenance
+from .provenance import method_source, provenance
 from .version import __version__
 
 
@@ -31,6 +31,8 @@ def run_info(plan: Plan, started: float, pretrained: Any, dataset: Any = None,
         "recipes": {c.method: to_dict(c.recipe) for c in plan.columns},
         "eval_recipes": {c.method: to_dict(c.eval_recipe) for c in plan.columns},
         "method_versions": {c.method: c.spec.version for c in plan.columns},
+        **({"method_sources": sources} if (sources := {c.method: s for c in plan.columns
+                                                       if (s := method_source(c.spec.build))}) else {}),
         "pretrained": None if pretrained is None else {
             "key": pretrained.key, "train_accuracy": pretrained.train_accuracy,
             "test_accuracy": pretrained.test_accuracy, "seconds_per_epoch": pretrained.seconds_per_epoch,

@@ -24,7 +24,7 @@ from .plan import Job, Task, derive_seed, device_of, needs_pretrained, own_theta
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
 from .progress import progress_bar
 from .registry import first_line
-from .provenance import provenance
+from .provenance import method_source, provenance
 from .setcache import load_cached_set, save_cached_set, set_claims, set_problem
 from .training import per_class_accuracy, predict, retrain_passes, retrain_population
 
@@ -115,6 +115,7 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
             "theta_test_accuracy": pretrained.test_accuracy if pretrained else None,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **provenance(), **info,
+            **({"method_source": source} if (source := method_source(spec.build)) else {}),   # a plug-in's code
             **{f"eval.{k}": v for k, v in to_dict(evaluation).items()},
             **{f"recipe.{k}": v for k, v in to_dict(recipe).items()},
         }

@@ -66,3 +66,41 @@ def test_bad_input_is_a_user_error_before_any_work(tmp_path):
     with pytest.raises(UserError, match="not both"):
         dsvbench.run(config, seeds=2)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+PLUGIN = """
+from dataclasses import dataclass
+import torch
+from dsvbench.methods import CondensedSet, register_method, take_per_class
+
+@dataclass(frozen=True)
+class Recipe:
+    pass
+
+@register_method("plugged-for-test", table_name="plugged", group="selection", recipe=Recipe, eval_recipe="dc",
+                 needs_data=True)
+def build(ctx, recipe):
+    chosen = take_per_class(torch.rand(len(ctx.train_labels), generator=ctx.generator), ctx.train_labels,
+                            ctx.num_classes, ctx.ipc)
+    return CondensedSet(ctx.train_images[chosen], ctx.train_labels[chosen])
+"""
+
+
+def test_a_plug_ins_source_is_recorded_like_dsvbenchs_own(tmp_path, monkeypatch):
+    import importlib
+
+    from dsvbench.methods import METHODS
+    (tmp_path / "plugged_for_test.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("plugged_for_test")
+    try:
+        results = dsvbench.run(out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+                               **{**FAST, "methods": ["plugged-for-test", "random"], "seeds": 1})
+    finally:
+        METHODS.discard("plugged-for-test")
+    plugged = [r for r in results.records if r["method"] == "plugged-for-test"]
+    assert plugged and plugged[0]["method_source"]["module"] == "plugged_for_test"
+    assert plugged[0]["method_source"]["file"].endswith("plugged_for_test.py")
+    assert all("method_source" not in r for r in results.records if r["method"] == "random")   # dsvbench's own
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert list(info["method_sources"]) == ["plugged-for-test"]
