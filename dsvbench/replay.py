@@ -48,8 +48,8 @@ class Replayed:
         if theta is not None and theta != current:
             warn(f"θ* key {current} differs from the recorded {theta}: the pretrained network will differ")
         stored = _recorded_set_keys(self.path.parent)
-        differing = sorted({m for (m, seed, _ipc), (key, _) in plan.record_keys(dataset).items()
-                            if stored.get((m, seed), key) != key})
+        differing = sorted({m for (m, seed, ipc), (key, _) in plan.record_keys(dataset).items()
+                            if stored.get((m, seed, ipc), key) != key})
         if differing:
             warn(f"condensed-set keys of {', '.join(differing)} differ from the recorded run's records "
                  "(code version, recipe, data, θ* or device): their sets are built anew")
@@ -217,14 +217,14 @@ def _as_text(value: Any) -> str | None:
     return None
 
 
-def _recorded_set_keys(folder: Path) -> dict[tuple[str, int], str]:
-    """(method, seed) → set key of the records a run left in ``folder`` (its ``records/``, else the
+def _recorded_set_keys(folder: Path) -> dict[tuple[str, int, int], str]:
+    """(method, seed, ipc) → set key of the records a run left in ``folder`` (its ``records/``, else the
     ``results.csv`` a committed run keeps); none when the run's folder holds neither."""
     keys = {}
     for path in (folder / "records").glob("*.json"):
         try:
             record = json.loads(path.read_text())
-            keys[(record["method"], int(record["seed"]))] = record["set_key"]
+            keys[(record["method"], int(record["seed"]), int(record["ipc"]))] = record["set_key"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
     if not keys and (folder / "results.csv").is_file():
@@ -232,7 +232,7 @@ def _recorded_set_keys(folder: Path) -> dict[tuple[str, int], str]:
         try:
             with open(folder / "results.csv", newline="") as handle:
                 for row in csv.DictReader(handle):
-                    keys[(row["method"], int(row["seed"]))] = row["set_key"]
+                    keys[(row["method"], int(row["seed"]), int(row["ipc"]))] = row["set_key"]
         except (OSError, ValueError, KeyError, csv.Error):
             return {}
     return keys
