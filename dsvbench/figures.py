@@ -60,11 +60,15 @@ def find_sets(folders: list[Path | str], records: list[dict[str, Any]] | None = 
               ) -> dict[str, dict[int, StoredSet]]:
     """method -> seed -> stored set, over the ``sets/`` of every folder (the first folder wins); with
     ``records``, only the sets the table's records come from (a json naming another set key is a set
-    an earlier command with another recipe left there)."""
+    an earlier command with another recipe left there).  An IPC grid's sets (``sets/ipc<k>/``) count
+    after the top-level ones, smallest IPC first: the figures show the grid's first IPC."""
     wanted = wanted_sets(records) if records is not None else None
     found: dict[str, dict[int, StoredSet]] = {}
     for folder in folders:
-        for path in sorted((Path(folder) / "sets").glob("*-seed*.json")):
+        sets = Path(folder) / "sets"
+        grid = sorted(sets.glob("ipc*/*-seed*.json"), key=lambda p: (int(p.parent.name[3:] or 0)
+                                                                      if p.parent.name[3:].isdigit() else 0, p.name))
+        for path in sorted(sets.glob("*-seed*.json")) + grid:
             match = re.fullmatch(r"(.+)-seed(\d+)\.json", path.name)
             method, seed = (match.group(1), int(match.group(2))) if match else ("", -1)
             if not match or seed in found.get(method, {}) or (wanted is not None and (method, seed) not in wanted):

@@ -156,6 +156,10 @@ def test_ipc_grid_in_one_run_gives_a_row_per_ipc(tmp_path, capsys):
     for k in (1, 3):   # each IPC's sets in its own folder, with the right size
         state = torch.load(out / "sets" / f"ipc{k}" / "random-seed0.pt", weights_only=True)
         assert len(state["labels"]) == 10 * k
+    from dsvbench.figures import find_sets   # the figures and the report show the grid's first IPC
+    found = find_sets([out])
+    assert found["random"][0].metadata["set_key"] == records[[(r["method"], r["ipc"], r["seed"]) for r in records]
+                                                             .index(("random", 1, 0))]["set_key"]
     # a rerun finds everything done, and a single-IPC run into the same folder keeps only its rows
     assert main(["--dataset", "digits", "--methods", "random", "--seeds", "2", "--ipc", "3", "--eval-epochs", "1",
                  "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
