@@ -9,11 +9,19 @@ new allocation page-faults its pages in again, zero-filled by the kernel.  Measu
 ``/usr/bin/time``): 9.9 s and 1.09 M minor page faults with the defaults, 7.6 s and 0.11 M with
 both thresholds raised (docs/performance.md has the whole-run figures).
 Arithmetic is untouched — the same kernels run on the same numbers, so every result is
-bitwise the same (tested).  The thresholds are 64 MiB: every block of the digits hot loops stays in
-the heap, while paper-scale activations (MNIST at width 128: 134 MB per layer output) are mapped and
-returned as the C library does.  At 1 GiB a θ* step on MNIST kept the freed blocks of both its
-training and its evaluation batches: 10 steps and one evaluation peaked at 1.76 GB (0.93 GB with the
-C library's defaults, 1.20 GB at 64 MiB).  ``DSVBENCH_MALLOC=system`` keeps the C library's defaults.
+bitwise the same (tested).  The thresholds are 1 GiB by default, a trade of memory for time at
+paper scale, measured on MNIST with one thread (docs/performance.md):
+
+==========================  ==================  ==================  =============
+                            1 GiB (default)     64 MiB              C defaults
+==========================  ==================  ==================  =============
+DSVs, 2000-image pool       158 s, 5.0 GB       271 s, 3.3 GB       –
+DC, 2 iterations            18.5–21 s, 2.4 GB   26 s, 2.0 GB        40 s, 1.8 GB
+θ*, 10 steps + evaluation   1.76 GB             1.20 GB             0.93 GB
+==========================  ==================  ==================  =============
+
+``DSVBENCH_MALLOC=64M`` (any size with K, M or G) sets another threshold, for a machine short of
+memory; ``DSVBENCH_MALLOC=system`` keeps the C library's defaults.
 """
 from __future__ import annotations
 
@@ -23,10 +31,12 @@ import sys
 
 import torch
 
+from .registry import UserError
+
 # mallopt(3) parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-KEEP_BYTES = 64 << 20   # see the module docstring
+KEEP_BYTES = 1 << 30   # the default threshold; DSVBENCH_MALLOC=<size> sets another (module docstring)
 
 
 def usable_cores() -> int:
@@ -67,16 +77,32 @@ def configure(threads: int) -> None:
     keep_freed_memory()
 
 
+def keep_bytes(setting: str | None = None) -> int | None:
+    """The threshold of ``DSVBENCH_MALLOC`` (``system``: None; a size such as ``64M`` or ``1G``; unset:
+    :data:`KEEP_BYTES`); a malformed value is a one-line :class:`UserError`."""
+    setting = os.environ.get("DSVBENCH_MALLOC", "") if setting is None else setting
+    if setting == "":
+        return KEEP_BYTES
+    if setting == "system":
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (setting[:-1], units.get(setting[-1].upper())) if setting[-1].isalpha() else (setting, 1)
+    if unit is None or not number.isdigit() or not 0 < int(number) * unit < 1 << 31:
+        raise UserError(f"DSVBENCH_MALLOC={setting!r}: 'system' or a size below 2G such as 64M or 1G")
+    return int(number) * unit
+
+
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds to KEEP_BYTES; True when the C library took both.
+    """Raise glibc's mmap and trim thresholds (:func:`keep_bytes`); True when the C library took both.
     A no-op (False) off Linux, on a C library without ``mallopt`` or with ``DSVBENCH_MALLOC=system``."""
-    if os.environ.get("DSVBENCH_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
+    threshold = keep_bytes()
+    if threshold is None or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt   # the running process's own C library
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mmap_taken = mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
-    trim_taken = mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)   # set even when the first was refused
+    mmap_taken = mallopt(M_MMAP_THRESHOLD, threshold)
+    trim_taken = mallopt(M_TRIM_THRESHOLD, threshold)   # set even when the first was refused
     return bool(mmap_taken and trim_taken)

@@ -59,3 +59,13 @@ def test_opt_out_is_a_no_op(monkeypatch):
     monkeypatch.setenv("DSVBENCH_MALLOC", "system")
     assert keep_freed_memory() is False
     assert torch.ones(3).sum().item() == 3.0
+
+
+def test_the_threshold_setting_is_read_and_checked():
+    from dsvbench.process import KEEP_BYTES, keep_bytes
+    from dsvbench.registry import UserError
+    assert keep_bytes("") == KEEP_BYTES and keep_bytes("system") is None
+    assert keep_bytes("64M") == 64 << 20 and keep_bytes("1G") == 1 << 30 and keep_bytes("512k") == 512 << 10
+    for bad in ("lots", "3G", "0M", "-1M"):
+        with pytest.raises(UserError, match="DSVBENCH_MALLOC"):
+            keep_bytes(bad)
