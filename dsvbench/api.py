@@ -28,7 +28,6 @@ from .dispatch import run_all
 from .fulldata import full_data_accuracies, load_full_data
 from .options import config_from_flags
 from .plan import resolve
-from .methods import METHODS
 from .process import busy_note, keep_freed_memory, run_threads
 from .provenance import provenance
 from .records import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, select_records,
@@ -81,7 +80,7 @@ def evaluate(sets: Sequence[str | Path], *, dataset: str, progress: bool = False
     """``dsvbench evaluate`` as a call: score condensed sets made elsewhere (files, image folders or a
     dsvbench run's folder with ``method=``) under the suite's protocols; ``options`` are the command's
     flags with underscores (``name="mine", eval_recipe="dc", seeds=5, out="results/mine"``)."""
-    from .external import build_evaluate_parser, evaluate_argv, is_external
+    from .external import build_evaluate_parser, evaluation
     from .options import build_parser, config_from_args
     defaults = vars(build_evaluate_parser().parse_args(["SET", "--dataset", dataset]))
     unknown = sorted(set(options) - set(defaults))
@@ -89,16 +88,12 @@ def evaluate(sets: Sequence[str | Path], *, dataset: str, progress: bool = False
         raise UserError(f"unknown option(s) {', '.join(unknown)} of dsvbench.evaluate; options: "
                         f"{', '.join(sorted(k for k in defaults if k not in ('sets', 'dataset')))}")
     args = argparse.Namespace(**{**defaults, **options, "sets": [str(s) for s in sets], "dataset": dataset})
-    try:
-        run_argv, said = evaluate_argv(args)
+    with evaluation(args) as (run_argv, said):   # the evaluated column lives for this call only
         echo = print if verbose else _silent
         for line in said:
             echo(f"evaluate: {line}")
         config = config_from_args(build_parser().parse_args(run_argv))
         return execute(config, progress=progress, echo=echo, command=["dsvbench.evaluate", *map(str, sets)])
-    finally:
-        if args.name in METHODS and is_external(args.name):
-            METHODS.discard(args.name)   # the evaluated column lives for this call only
 
 
 def _silent(*_: Any, **__: Any) -> None:

@@ -62,20 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(argv: list[str]) -> int:
     """``dsvbench evaluate``: the sets read and checked, then a run of their column (and random's)."""
-    from .external import build_evaluate_parser, evaluate_argv, is_external
+    from .external import build_evaluate_parser, evaluation
     args = build_evaluate_parser().parse_args(argv)
     try:
-        try:
-            run_argv, said = evaluate_argv(args)
-        except UserError as error:
-            print(f"dsvbench: error: {error}", file=sys.stderr)
-            return 2
-        for line in said:
-            print(f"evaluate: {line}")
-        return main(run_argv)
-    finally:
-        if args.name in METHODS and is_external(args.name):
-            METHODS.discard(args.name)   # the evaluated column lives for this call only
+        with evaluation(args) as (run_argv, said):   # the evaluated column lives for this call only
+            for line in said:
+                print(f"evaluate: {line}")
+            return main(run_argv)
+    except UserError as error:
+        print(f"dsvbench: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -14,9 +14,8 @@ import torch
 from joblib import Parallel, delayed
 
 from .config import BenchConfig
-from .methods import METHODS
 from .data import ImageDataset
-from .plan import Task, plan_tasks
+from .plan import Task, plan_tasks, task_cost
 from .pretrain import Pretrained
 from .process import configure, worker_threads
 from .tasks import announce, prepare, run_task_safely
@@ -58,7 +57,7 @@ class Tally:
 
     def __init__(self, tasks: list[Task], enabled: bool):
         self.enabled, self.total, self.done = enabled, len(tasks), 0
-        self.cost = {task: (METHODS.get(task.method).cost + 0.5) * len(task.seeds) for task in tasks}
+        self.cost = {task: task_cost(task) for task in tasks}
         self.left, self.spent, self.start = sum(self.cost.values()), 0.0, time.perf_counter()
 
     def finished(self, task: Task) -> None:

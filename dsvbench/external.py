@@ -21,7 +21,8 @@ import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from contextlib import contextmanager
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -29,11 +30,11 @@ import torch
 from .atomic import atomic_torch_save
 from .config import EVAL_RECIPES
 from .data import ImageDataset
+from .data.folder import IMAGE_SUFFIXES, class_images, file_sha256, open_image
 from .methods import METHODS, BuildContext, CondensedSet, register_method
 from .registry import UserError
 
 SCALES = ("auto", "normalized", "unit", "byte")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,12 @@ class LoadedSet:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, or of a folder's image files (names and bytes, sorted)."""
+    """sha256 over a file's, or a folder's files', names and contents (:func:`.data.folder.file_sha256`)."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        digest.update(file.read_bytes())
+        digest.update(file_sha256(file).encode())
     return digest.hexdigest()[:16]
 
 
@@ -99,17 +100,17 @@ def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarr
 
 
 def _read_folder(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+    """<class>/ folders' images (the dataset reader's listing and decoding), converted to its channels."""
     names = {name: index for index, name in enumerate(dataset.class_names)}
+    mode = "L" if dataset.shape.channels == 1 else "RGB"
     images, labels = [], []
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = names.get(folder.name, int(folder.name) if folder.name.isdigit() else None)
         if label is None:
             raise UserError(f"{folder}: not a class of {dataset.name} (class folders are named "
                             f"{', '.join(dataset.class_names[:3])}, … or 0 … {dataset.num_classes - 1})")
-        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            with Image.open(file) as image:
-                mode = "L" if dataset.shape.channels == 1 else "RGB"
+        for entry in class_images(folder):
+            with open_image(Path(entry.path)) as image:
                 images.append(np.asarray(image.convert(mode), dtype=np.uint8))
                 labels.append(label)
     if not images:
@@ -265,6 +266,17 @@ def evaluate_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     argv += ["--quiet"] if args.quiet else []
     said = [f"{s.path}: {len(s.labels)} images ({ipc} per class), read as {SCALE_WORDS[s.scale]}" for s in loaded]
     return argv, said
+
+
+@contextmanager
+def evaluation(args: argparse.Namespace) -> Iterator[tuple[list[str], list[str]]]:
+    """:func:`evaluate_argv`'s (run flags, lines said), with the evaluated column registered for the
+    block only (also when the sets fail their checks): nothing of it stays in the registry."""
+    try:
+        yield evaluate_argv(args)
+    finally:
+        if is_external(args.name):
+            METHODS.discard(args.name)
 
 
 def _set_files(args: argparse.Namespace) -> list[str]:

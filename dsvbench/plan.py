@@ -127,9 +127,13 @@ def plan_tasks(config: BenchConfig) -> list[Task]:
         split = config.jobs > 1 and device.type == "cpu" and not METHODS.get(method).batched_on(device)
         size = max(1, -(-len(config.seeds) // config.jobs)) if split else len(config.seeds)
         tasks += [Task(method, tuple(config.seeds[i:i + size])) for i in range(0, len(config.seeds), size)]
-    # longest first (LPT): the workers then finish together; a seed's build estimated by its
-    # method's ``cost``, plus about half a second of retraining
-    return sorted(tasks, key=lambda task: -(METHODS.get(task.method).cost + 0.5) * len(task.seeds))
+    return sorted(tasks, key=lambda task: -task_cost(task))   # longest first (LPT): the workers finish together
+
+
+def task_cost(task: Task) -> float:
+    """Estimated seconds of a task: its method's registered ``cost`` per seed's build, plus about half
+    a second of retraining per seed (orders the tasks, and estimates the time left)."""
+    return (METHODS.get(task.method).cost + 0.5) * len(task.seeds)
 
 
 @dataclass(frozen=True)

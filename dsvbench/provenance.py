@@ -22,12 +22,18 @@ def provenance() -> dict[str, Any]:
     return dict(_PROVENANCE)
 
 
+def _git(folder: Path, *args: str) -> str | None:
+    """``git ARGS`` run in ``folder``: its output, or None when git fails there."""
+    import subprocess
+    done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def _git_state(package: Path) -> dict[str, Any]:
     import subprocess
 
     def git(*args: str) -> str | None:
-        done = subprocess.run(["git", *args], cwd=package.parent, capture_output=True, text=True, timeout=10)
-        return done.stdout.strip() if done.returncode == 0 else None
+        return _git(package.parent, *args)
     try:
         top = git("rev-parse", "--show-toplevel")
         if top is None or Path(top).resolve() != package.parent:
@@ -65,13 +71,9 @@ def method_source(build: Any) -> dict[str, Any] | None:
             file = None
         commit = dirty = None
         if file:
-            def git(*args: str) -> str | None:
-                done = subprocess.run(["git", *args], cwd=Path(file).parent, capture_output=True, text=True,
-                                      timeout=10)
-                return done.stdout.strip() if done.returncode == 0 else None
             try:
-                commit = git("rev-parse", "HEAD")
-                status = git("status", "--porcelain", "--", Path(file).name) if commit else None
+                commit = _git(Path(file).parent, "rev-parse", "HEAD")
+                status = _git(Path(file).parent, "status", "--porcelain", "--", Path(file).name) if commit else None
                 dirty = None if status is None else bool(status)
             except (OSError, subprocess.SubprocessError):
                 commit = dirty = None

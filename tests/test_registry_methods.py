@@ -1,10 +1,9 @@
 """Every registered method, built on a tiny dataset with its `smoke` budgets (timm-style)."""
-import dataclasses
-
 import pytest
 import torch
 
 from dsvbench.methods import METHODS, AccessDenied, load_methods
+from dsvbench.testing import smoke_build
 from tests.conftest import make_context, make_tiny_dataset
 
 load_methods()
@@ -12,13 +11,7 @@ DATASET = make_tiny_dataset(per_class=12)
 
 
 def build(name: str, seed: int = 0, ipc: int = 1):
-    spec = METHODS.get(name)
-    recipe = dataclasses.replace(spec.make_recipe("tiny"), **spec.smoke)
-    epochs = 4
-    dynamics = torch.rand(epochs, len(DATASET.train_y), generator=torch.Generator().manual_seed(1)) > 0.4
-    ctx = make_context(DATASET, method=name, ipc=ipc, seed=seed, data=spec.needs_data,
-                       model=spec.needs_model, dynamics=dynamics if spec.needs_dynamics else None)
-    return spec.build(ctx, recipe)
+    return smoke_build(name, DATASET, seed=seed, ipc=ipc)   # the plug-in kit's build (dsvbench.testing)
 
 
 @pytest.mark.parametrize("name", METHODS.names())

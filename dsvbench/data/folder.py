@@ -79,7 +79,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open(path: Path):
+def open_image(path: Path):
+    """An image file through Pillow's PNG/JPEG/BMP decoders; an undecodable one is a one-line UserError."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -99,7 +100,7 @@ def decode_images(paths: list[Path], size: tuple[int, int], mode: str) -> np.nda
     out = np.empty((len(paths), height, width, MODES[mode]), dtype=np.uint8)
     rows = out.reshape(len(paths), -1)
     for index, path in enumerate(paths):
-        with _open(path) as image:
+        with open_image(path) as image:
             if image.size != size or image.mode != mode:
                 raise UserError(
                     f"{path} is {image.mode} {image.size[0]}×{image.size[1]} but the folder's first image is "
@@ -125,7 +126,7 @@ def read_image_folder(root: Path) -> RawSplits:
         only_test = sorted(set(test_classes) - set(classes)) or "-"
         raise UserError(f"train and test classes of {root} differ: only in train {only_train}, "
                         f"only in test {only_test}")
-    with _open(train_paths[0]) as first:
+    with open_image(train_paths[0]) as first:
         size, mode = first.size, first.mode
     if mode not in MODES:
         raise UserError(f"{train_paths[0]} has mode {mode}; image folders must be RGB or L "
