@@ -27,7 +27,7 @@ from .data import load_dataset
 from .dispatch import run_all
 from .fulldata import full_data_accuracies, load_full_data
 from .options import config_from_flags
-from .plan import resolve
+from .plan import record_files, resolve
 from .process import busy_note, keep_freed_memory, run_threads
 from .provenance import provenance
 from .records import (CODE_NOTE, SPLIT_NOTE, load_failures, load_records, merge_runs, select_records,
@@ -129,6 +129,10 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
             echo(f"θ*: {config.model} on {dataset.name}: train {pretrained.train_accuracy:.2f}%, "
                  f"test {pretrained.test_accuracy:.2f}%, {pretrained.seconds_per_epoch:.2f} s/epoch")
         set_aside_unreadable(config.out)  # a damaged record is a job to redo, not a finished one
+        names = [name for part_plan in plans for name in record_files(part_plan, dataset)]
+        present = sum((Path(config.out) / "records" / f"{name}.json").exists() for name in names)
+        echo(f"{present}/{len(names)} records present" + (": nothing to build or retrain" if present == len(names)
+                                                         else f"; {len(names) - present} to make"))
         outcomes, wanted = [], {}
         for part, part_plan in zip(grid, plans):
             outcomes += run_all(part, progress=progress, loaded=(dataset, pretrained))

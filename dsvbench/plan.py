@@ -174,6 +174,16 @@ class Plan:
                 for column in self.columns for seed in self.config.seeds}
 
 
+def record_files(plan: Plan, dataset: ImageDataset) -> list[str]:
+    """The names of every record file ``plan`` produces (``records/<name>.json``)."""
+    names = []
+    for column in plan.columns:
+        for seed in plan.config.seeds:
+            ekey = column.eval_key(column.set_key(dataset, seed))
+            names += [record_name(Job(column.method, seed), e, ekey) for e in range(plan.config.evals_per_set)]
+    return names
+
+
 def resolve(config: BenchConfig) -> Plan:
     """The plan of ``config``; a bad recipe field is a one-line :class:`UserError` here, before any work."""
     columns = []

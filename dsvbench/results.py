@@ -13,6 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .atomic import atomic_write_json, atomic_write_text
+from .deviations import deviations, mark_columns
 from .records import label_columns
 from .references import reference_for, reference_rows
 from .scores import add_scores, score_lines
@@ -22,12 +23,17 @@ STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
 GROUP_TITLES = {"selection": "coreset selection", "synthesis": "synthesis"}
 
 
-def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None) -> pd.DataFrame:
+def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None,
+              notes: list[str] = ()) -> pd.DataFrame:
     """One row per column (:func:`label_columns`; normally one per method) and dataset / IPC:
-    mean, std (ddof 0), n, timings, the paper's figure."""
+    mean, std (ddof 0), n, timings, the paper's figure, and what the column changed from the
+    published budgets and recipes (``changes``, with its ``mark`` in every table cell)."""
     if not records:
         return pd.DataFrame()
-    frame = pd.DataFrame(label_columns(records)[0])
+    labelled = label_columns(records)[0]
+    frame = pd.DataFrame(labelled)
+    if "eval.augment" not in frame:   # records of older code
+        frame["eval.augment"] = None
     keys = ["dataset", "ipc", "group", "order", "method", "column", "table_name"]
     summary = frame.groupby(keys, sort=False).agg(
         mean=("test_accuracy", "mean"), std=("test_accuracy", lambda s: s.std(ddof=DDOF)),
@@ -35,7 +41,7 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
         build_seconds=("build_seconds", "mean"), retrain_seconds=("retrain_seconds", "mean"),
         peak_memory_mb=("peak_memory_mb", "max"), needs=("needs", "first"),
         eval_recipe=("eval.name", "first"), eval_epochs=("eval.epochs", "first"),
-        eval_model=("eval_model", "first"),
+        eval_augment=("eval.augment", "first"), eval_model=("eval_model", "first"),
     ).reset_index()
     for column in ("pretrained_agreement", "lambda_class_acc_pearson"):
         if column in frame:
@@ -47,15 +53,54 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     summary["paper_source"] = [r[2] if r else None for r in refs]
     summary["delta"] = summary["mean"] - summary["paper_mean"].astype(float)
     summary["reference_dataset"] = [reference_dataset or row.dataset for row in summary.itertuples()]
+    first = {}
+    for record in labelled:   # the records of one column share its recipes (label_columns splits them)
+        first.setdefault((record["dataset"], record["ipc"], record["column"]), record)
+    summary["changes"] = ["; ".join(deviations(first[(row.dataset, row.ipc, row.column)], row.reference_dataset,
+                                               notes)) for row in summary.itertuples()]
     summary["group_rank"] = summary["group"].map({"selection": 0, "synthesis": 1}).fillna(2)
-    return summary.sort_values(["dataset", "ipc", "group_rank", "order", "method", "column"]).drop(
+    summary = summary.sort_values(["dataset", "ipc", "group_rank", "order", "method", "column"]).drop(
         columns="group_rank").reset_index(drop=True)
+    marks = mark_columns(list(dict.fromkeys((row.column, row.changes) for row in summary.itertuples())))
+    summary["mark"] = [marks.get(row.column, "") if row.changes else "" for row in summary.itertuples()]
+    return summary
 
 
-def _cell(mean: Any, std: Any, digits: int = 1) -> str:
+def block_label(block: pd.DataFrame) -> str:
+    """A dataset/IPC block's dataset name: the dataset the data stands for (``--reference-dataset``,
+    e.g. ``cifar10`` for a JPEG folder of it) when given, else the data's own name."""
+    return str(block["reference_dataset"].iloc[0] if "reference_dataset" in block else block["dataset"].iloc[0])
+
+
+def mark_lines(summary: pd.DataFrame) -> list[str]:
+    """One line per mark: what its column changed from the published budgets and recipes."""
+    lines = []
+    for row in summary.drop_duplicates(["column", "mark"]).itertuples():
+        if row.mark:
+            lines.append(f"[{row.mark}] {row.table_name}: CHANGED FROM THE PUBLISHED SETUP: {row.changes}")
+    return list(dict.fromkeys(lines))
+
+
+def _cell(mean: Any, std: Any, n: Any = None, mark: str = "") -> str:
+    """``mean ± std`` at one decimal (ours and the papers' alike); one model: ``mean (1 seed)``, as
+    its spread is not a spread; ``[mark]`` when the column changed a published budget or recipe."""
     if mean is None or pd.isna(mean):
         return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:.1f} (1 seed)" if n is not None and int(n) == 1 else f"{mean:.1f} ± {std:.1f}"
+    return f"{text} [{mark}]" if mark else text
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """``+1.0`` / ``−1.0`` with a true minus sign."""
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def _refs(figures: dict[str, Any], method: str) -> str:
+    return _cell(*figures[method][:2]) if method in figures else "–"
+
+
+def _has_any(block: pd.DataFrame, figures: dict[str, Any]) -> bool:
+    return any(method in figures for method in block["method"])
 
 
 def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -69,19 +114,26 @@ def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         by_method = block.set_index("column")
         def line(label, fn):
             return [label, *[fn(by_method.loc[m]) if m in by_method.index else "" for m in methods]]
-        rows.append(line(f"{dataset} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"])))
+        rows.append(line(f"{block_label(block)} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"], r["n"], r["mark"])))
         references = _reference_rows(block, ipc)
         if block["paper_mean"].notna().any():
-            rows.append(line(f"paper: {references[0][0]}", lambda r: _cell(r["paper_mean"], r["paper_std"], 2)
+            rows.append(line(f"paper: {references[0][0]}", lambda r: _cell(r["paper_mean"], r["paper_std"])
                              if pd.notna(r["paper_mean"]) else "–"))
-            rows.append(line("Δ (ours − paper)", lambda r: f"{r['delta']:+.1f}" if pd.notna(r["delta"]) else "–"))
+            rows.append(line("Δ (ours − paper)", lambda r: signed(r["delta"]) if pd.notna(r["delta"]) else "–"))
         for label, figures in references[1:]:
-            rows.append(line(f"also: {label}", lambda r, f=figures: _cell(*f[r["method"]][:2], 2)
-                             if r["method"] in f else "–"))
-        rows.append(line("retrained with", lambda r: f"{r['eval_recipe']} ({int(r['eval_epochs'])} ep)"))
+            if _has_any(block, figures):   # a row of dashes says nothing
+                rows.append(line(f"also: {label}", lambda r, f=figures: _refs(f, r["method"])))
+        rows.append(line("retrained with", retrained_with))
         rows.append(line("models (seeds)", lambda r: f"{int(r['n'])} ({int(r['seeds'])})"))
         rows += [line(label, cell) for label, cell in score_lines(block)]   # IOR / HLR / DDRS (dsvbench.scores)
     return header, rows
+
+
+def retrained_with(row: Any) -> str:
+    """The retraining recipe with what tells it apart: epochs and augmentation (a DSA-evaluated
+    column does not read like DC's)."""
+    augment = row["eval_augment"] if "eval_augment" in row and pd.notna(row["eval_augment"]) else "none"
+    return f"{row['eval_recipe']} ({int(row['eval_epochs'])} ep, " + ("no aug)" if augment == "none" else f"{augment} aug)")
 
 
 def _reference_rows(block: pd.DataFrame, ipc: int) -> list[tuple[str, dict[str, Any]]]:
@@ -131,7 +183,7 @@ def protocol_note(summary: pd.DataFrame) -> list[str]:
 
 
 def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
+    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     parts = [tabulate(rows, header, tablefmt="simple"), "", tabulate(drows, dheader, tablefmt="simple"),
@@ -140,7 +192,7 @@ def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
+    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     notes_md = "".join(f"\n- {n}" for n in (STD_NOTE, *notes))
@@ -149,9 +201,10 @@ def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def render_latex(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    """booktabs table with a \\cmidrule per group, ready to paste; the run's notes (reduced or
-    changed budgets, presets, the code it came from) follow it as small print, so a pasted table
-    says what the markdown one says."""
+    """booktabs table with a \\cmidrule per group, ready to paste: a cell whose column changed a
+    published budget or recipe carries its mark ($^{a}$), explained under the table with the run's
+    other notes (reduced or changed budgets, presets, the code it came from), so a pasted table says
+    what the markdown one says.  :func:`render_latex_narrow` is the one-column layout."""
     methods = list(dict.fromkeys(summary["column"]))
     info = summary.drop_duplicates("column").set_index("column")
     groups = [(g, [m for m in methods if info.loc[m, "group"] == g]) for g in dict.fromkeys(info.loc[methods, "group"])]
@@ -164,31 +217,62 @@ def render_latex(summary: pd.DataFrame, notes: list[str] = ()) -> str:
     lines += [" & " + " & ".join(spans) + r" \\", " ".join(rules)]
     lines.append("Dataset / IPC & " + " & ".join(_tex(info.loc[m, "table_name"]) for m in methods) + r" \\")
     lines.append(r"\midrule")
-    for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
-        by_method = block.set_index("column")
-        cells = [_cell(by_method.loc[m, "mean"], by_method.loc[m, "std"]).replace("±", r"$\pm$")
-                 if m in by_method.index else "" for m in methods]
-        lines.append(f"{_tex(dataset)} / {ipc} & " + " & ".join(cells) + r" \\")
-        if block["paper_mean"].notna().any():
-            paper = [_cell(by_method.loc[m, "paper_mean"], by_method.loc[m, "paper_std"], 2).replace("±", r"$\pm$")
-                     if m in by_method.index and pd.notna(by_method.loc[m, "paper_mean"]) else "--"
-                     for m in methods]
-            lines.append(r"\quad paper & " + " & ".join(paper) + r" \\")
-        for label, figures in _reference_rows(block, ipc)[1:]:
-            also = [_cell(*figures[by_method.loc[m, "method"]][:2], 2).replace("±", r"$\pm$")
-                    if m in by_method.index and by_method.loc[m, "method"] in figures else "--" for m in methods]
-            lines.append(rf"\quad {_tex(label)} & " + " & ".join(also) + r" \\")
-        for label, cell in score_lines(block):
-            lines.append(rf"\quad {_tex(label)} & " + " & ".join(
-                cell(by_method.loc[m]) if m in by_method.index else "" for m in methods).replace("±", r"$\pm$").replace(
-                "–", "--") + r" \\")
+    _, rows = table_rows(summary)
+    for row in rows[1:]:   # the Markdown table's rows (its group row is the header here), in LaTeX
+        label = row[0]
+        label = (_tex(label[:-len(": ours")].replace(" IPC=", " / ")) if label.endswith(": ours")
+                 else r"\quad " + _tex(label.removeprefix("also: ").removeprefix("paper: ")))
+        lines.append(" & ".join([label, *map(_tex, row[1:])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [rf"\par{{\footnotesize {_tex(note)}}}" for note in notes]
-    return "\n".join([*lines, ""])
+    return "\n".join([*lines, *_latex_notes(summary, notes), ""])
+
+
+def render_latex_narrow(summary: pd.DataFrame, notes: list[str] = ()) -> str:
+    """The same cells for one article column: a row per method, per dataset/IPC two columns (ours,
+    the paper's), the retraining recipe of each column in the notes."""
+    blocks = list(summary.groupby(["dataset", "ipc"], sort=False))
+    lines = [r"\begin{tabular}{l" + "cc" * len(blocks) + "}", r"\toprule",
+             " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{_tex(block_label(b))} / {ipc}}}"
+                                for (_, ipc), b in blocks) + r" \\",
+             " ".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(blocks))),
+             "Method" + " & ours & paper" * len(blocks) + r" \\", r"\midrule"]
+    for column in dict.fromkeys(summary["column"]):
+        cells = []
+        for _, block in blocks:
+            row = block.set_index("column").loc[column] if column in set(block["column"]) else None
+            cells += ["", ""] if row is None else [
+                _cell(row["mean"], row["std"], row["n"], row["mark"]),
+                _cell(row["paper_mean"], row["paper_std"]) if pd.notna(row["paper_mean"]) else "–"]
+        name = summary.loc[summary["column"] == column, "table_name"].iloc[0]
+        lines.append(" & ".join(_tex(c) for c in [name, *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    retrain = "; ".join(dict.fromkeys(f"{row['table_name']}: {retrained_with(row)}" for _, row in summary.iterrows()))
+    return "\n".join([*lines, *_latex_notes(summary, [f"retrained with: {retrain}", *notes]), ""])
+
+
+def _latex_notes(summary: pd.DataFrame, notes: list[str]) -> list[str]:
+    every = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary), STD_NOTE]
+    return [rf"\par{{\footnotesize {_tex(note)}}}" for note in every]
+
+
+# LaTeX for the characters the tables and notes use (pdflatex reads only ASCII safely)
+_TEX_TEXT = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SYMBOLS = {"±": r"$\pm$", "−": r"$-$", "–": "--", "—": "---", "×": r"$\times$", "Δ": r"$\Delta$",
+                "θ": r"$\theta$", "λ": r"$\lambda$", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$",
+                "ρ": r"$\rho$", "σ": r"$\sigma$", "Σ": r"$\Sigma$", "∇": r"$\nabla$", "≈": r"$\approx$",
+                "≤": r"$\leq$", "≥": r"$\geq$", "→": r"$\rightarrow$", "·": r"$\cdot$", "‖": r"$\|$",
+                "∞": r"$\infty$", "’": "'", "“": "``", "”": "''", "…": "...", "μ": r"$\mu$", "ε": r"$\epsilon$",
+                "²": r"$^2$", "φ": r"$\phi$", "η": r"$\eta$", "τ": r"$\tau$", "ς": r"$\varsigma$"}
 
 
 def _tex(text: Any) -> str:
-    return str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    """``text`` as LaTeX that pdflatex compiles: specials escaped, the symbols above as math, a cell's
+    mark ``[a]`` as a superscript, any other non-ASCII character as ``?``."""
+    import re
+    out = "".join(_TEX_TEXT.get(ch, ch) for ch in str(text)).replace("--", "-{}-")   # --flag, not an en dash
+    out = "".join(_TEX_SYMBOLS.get(ch, ch if ord(ch) < 128 else "?") for ch in out)
+    return re.sub(r"(?:^| )\[([a-z]+[0-9]*)\]", r"$^{\1}$", out)
 
 
 def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict[str, Any],
@@ -197,7 +281,7 @@ def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict
     """Write results.csv, summary.csv, table.md, table.tex and run.json into ``out``; the summary carries
     the DD-Ranking scores (:func:`dsvbench.scores.add_scores`, their notes in ``summary.attrs``)."""
     out = Path(out)
-    summary = summarize(records, reference_dataset)
+    summary = summarize(records, reference_dataset, notes)
     if summary.empty:
         return summary
     summary, score_notes = add_scores(summary, records, full_data or [], ddrs_weight)
@@ -208,6 +292,7 @@ def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict
         atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
         atomic_write_text(out / "table.md", render_markdown(summary, notes))
         atomic_write_text(out / "table.tex", render_latex(summary, notes))
+        atomic_write_text(out / "table-narrow.tex", render_latex_narrow(summary, notes))
         atomic_write_json(out / "run.json", {**run_info, "notes": list(notes), "score_notes": score_notes,
                                              "std": STD_NOTE})
     except OSError:
@@ -216,7 +301,7 @@ def write_outputs(out: Path | str, records: list[dict[str, Any]], run_info: dict
     return summary
 
 
-OUTPUT_FILES = ("results.csv", "summary.csv", "table.md", "table.tex", "run.json", "report.html")
+OUTPUT_FILES = ("results.csv", "summary.csv", "table.md", "table.tex", "table-narrow.tex", "run.json", "report.html")
 
 
 def remove_outputs(out: Path | str) -> None:

@@ -119,9 +119,9 @@ def score_lines(block: pd.DataFrame) -> list[tuple[str, Any]]:
     if block["hlr_mean"].notna().any():
         lines.append(("HLR (full data − ours)", lambda r: _signed(r["hlr_mean"], r["hlr_std"])))
         lines.append((f"DDRS (w = {weight:g})", lambda r: "–" if pd.isna(r["ddrs_mean"])
-                       else f"{r['ddrs_mean']:.3f} ± {r['ddrs_std']:.3f}"))
+                       else f"{r['ddrs_mean']:.3f} ± {r['ddrs_std']:.3f}".replace("-", "−")))
     return lines
 
 
 def _signed(mean: float, std: float) -> str:
-    return "–" if pd.isna(mean) else f"{mean:+.1f} ± {std:.1f}"
+    return "–" if pd.isna(mean) else f"{mean:+.1f} ± {std:.1f}".replace("-", "−")   # a true minus sign

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from dsvbench.results import render_latex, render_markdown, summarize
+from dsvbench.results import render_latex, render_latex_narrow, render_markdown, render_text, summarize
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -47,15 +47,15 @@ def test_every_published_row_is_shown_under_ours():
     text = render_markdown(summarize(RECORDS))
     assert "paper: DSV Table 1" in text and "also: DC Table 1" in text and "also: DSV conf." in text
     herding = [line for line in text.splitlines() if line.startswith("| also: DC Table 1")][0]
-    assert "21.50 ± 1.20" in herding                     # the DC paper's herding, not DSV's 21.2
+    assert "21.5 ± 1.2" in herding                       # the DC paper's herding, not DSV's 21.2
     mnist = render_markdown(summarize([dict(r, dataset="digits") for r in RECORDS], reference_dataset="mnist"))
-    assert "paper: DC Table 1" in mnist and "also:" not in mnist and "64.90 ± 3.50" in mnist
+    assert "paper: DC Table 1" in mnist and "also:" not in mnist and "64.9 ± 3.5" in mnist
 
 
 def test_latex_says_the_runs_notes_reduced_budgets_included():
     note = "REDUCED/CHANGED BUDGET: retraining for 2 epochs (recipe default: dc 1000)"
     latex = render_latex(summarize(RECORDS), [note])
-    assert latex.rstrip().endswith(r"\par{\footnotesize " + note + "}")
+    assert r"\par{\footnotesize " + note + "}" in latex
     assert note not in render_latex(summarize(RECORDS))
 
 
@@ -64,5 +64,75 @@ def test_dc_table_1_cells_beyond_ipc_1_render(dataset, ipc, mean):
     records = [dict(r, dataset=dataset, ipc=ipc) for r in RECORDS]
     summary = summarize(records).set_index("method")
     assert summary.loc["dc", "paper_mean"] == mean and summary.loc["dc", "paper_source"] == "DC Table 1"
-    assert f"{mean:.2f}" in render_markdown(summarize(records))
+    assert f"{mean:.1f} ± " in render_markdown(summarize(records))
     assert summary["paper_mean"].drop("dc").isna().all()   # unread random / herding cells stay empty
+
+
+def _reduced(records, **fields):
+    return [dict(r, **fields) for r in records]
+
+
+@pytest.mark.parametrize("render", [render_markdown, render_text, render_latex, render_latex_narrow])
+def test_a_changed_budget_is_marked_in_the_cell_of_every_output_format(render):
+    """DC at 40 of its 1000 iterations and retrained 20 epochs instead of 300: its cell carries a mark
+    in every format, and a line under the table says what changed; the unchanged columns carry none."""
+    changed = _reduced(RECORDS[2:4], **{"recipe.iterations": 40, "eval.epochs": 20})
+    summary = summarize(RECORDS[:2] + changed + RECORDS[4:])
+    dc = summary.set_index("method").loc["dc"]
+    assert dc["mark"] == "a" and "dc.iterations=40 (default 1000)" in dc["changes"]
+    assert "retraining epochs=20 (default 300)" in dc["changes"]
+    assert summary.set_index("method").loc[["random", "herding"], "mark"].eq("").all()
+    text = render(summary)
+    cell = "29.0 $\\pm$ 1.0$^{a}$" if "latex" in render.__name__ else "29.0 ± 1.0 [a]"
+    assert cell in text
+    assert "CHANGED FROM THE PUBLISHED SETUP: dc.iterations=40 (default 1000)" in text
+    assert text.count("[a]" if "latex" not in render.__name__ else "$^{a}$") >= 2   # the cell and its line
+
+
+def test_a_forced_retraining_recipe_is_marked():
+    summary = summarize(_reduced(RECORDS[:2], **{"eval.name": "dsa", "eval.epochs": 1000, "eval.augment": "dsa"}))
+    assert "retrained with dsa (published: dc)" in summary["changes"].iloc[0]
+
+
+def test_one_model_says_one_seed_not_a_zero_spread():
+    text = render_markdown(summarize(RECORDS[:1]))
+    assert "10.0 (1 seed)" in text and "10.0 ± 0.0" not in text
+
+
+def test_minus_signs_are_minus_signs_and_decimals_match():
+    records = _reduced(RECORDS, **{"test_accuracy": 5.0})   # below every paper cell: Δ negative
+    text = render_markdown(summarize(records))
+    delta = [line for line in text.splitlines() if line.startswith("| Δ")][0]
+    assert "−9.4" in delta and "-9.4" not in delta
+    latex = render_latex(summarize(records))
+    assert "$-$9.4" in latex and " -9" not in latex
+    paper = [line for line in text.splitlines() if line.startswith("| paper")][0]
+    assert "14.4 ± 2.0" in paper and "14.40" not in paper   # the paper's cells at ours' one decimal
+
+
+def test_no_reference_row_of_dashes_only():
+    """CIFAR-10's conference-version row has a random cell only: with random absent it is dropped."""
+    text = render_markdown(summarize(RECORDS[2:]))
+    assert "also: DSV conf." not in text
+    assert "also: DSV conf." in render_markdown(summarize(RECORDS))
+
+
+def test_retrained_with_names_augmentation_and_epochs():
+    records = _reduced(RECORDS[:2], **{"eval.name": "dsa", "eval.epochs": 1000, "eval.augment": "dsa"})
+    assert "dsa (1000 ep, dsa aug)" in render_markdown(summarize(records))
+    assert "dc (300 ep, no aug)" in render_markdown(summarize(RECORDS))
+
+
+def test_a_folder_is_labelled_by_the_dataset_it_stands_for():
+    records = _reduced(RECORDS, dataset="folder:cifar10-jpeg")
+    text = render_markdown(summarize(records, reference_dataset="cifar10"))
+    assert "| cifar10 IPC=1: ours" in text and "folder:cifar10-jpeg IPC" not in text
+    assert "cifar10 / 1" in render_latex_narrow(summarize(records, reference_dataset="cifar10"))
+
+
+@pytest.mark.parametrize("render", [render_latex, render_latex_narrow])
+def test_latex_is_ascii(render):
+    """pdflatex reads ASCII safely: every symbol the tables and notes use is written as LaTeX."""
+    text = render(summarize(RECORDS), ["θ* ≈ 1 × 2 — Δ ≥ λ → ‖x‖², 5 % & _x_"])
+    assert text.isascii()
+    assert r"$\theta$* $\approx$ 1 $\times$ 2 --- $\Delta$ $\geq$ $\lambda$" in text

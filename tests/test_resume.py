@@ -73,8 +73,10 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     assert len(after) == 4 and {name: after[name] for name in before} == before   # finished records kept as they were
     assert sorted(pd.read_csv(tmp_path / "run" / "results.csv")["seed"]) == [0, 1, 2, 3]
 
-    third = run_cli(tmp_path, kill_at=-1)                           # nothing left to do
+    assert "2/4 records present; 2 to make" in finished.stdout
+    third = run_cli(tmp_path, kill_at=-1)                           # nothing left to do, and it says so
     assert third.returncode == 0 and (tmp_path / "builds.log").read_text().split() == builds
+    assert "4/4 records present: nothing to build or retrain" in third.stdout
     assert stamps(tmp_path / "run") == after
 
 
