@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from .atomic import atomic_write_text, read_json_object
 from .figures import FILES, StoredSet, find_sets, write_figures
-from .results import STD_NOTE, details_rows, table_rows
+from .results import STD_NOTE, details_rows, mark_lines, table_rows
 
 CAPTIONS = {
     "table": "The table as bars: ours (mean ± std over seeds × evals, population std) and the paper's "
@@ -66,7 +66,7 @@ def report_html(summary: pd.DataFrame, info: dict[str, Any], figures: dict[str, 
                 sets: dict[str, dict[int, StoredSet]]) -> str:
     """The page: title, banner, tables, notes, figures, grids, provenance."""
     title = "dsvbench: " + ", ".join(f"{d} IPC={i}" for d, i in dict.fromkeys(zip(summary["dataset"], summary["ipc"])))
-    notes = [str(n) for n in info.get("notes", [])]
+    notes = [*mark_lines(summary), *(str(n) for n in info.get("notes", []))]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     body = [f"<h1>{_e(title)}</h1>", _banner(notes),
