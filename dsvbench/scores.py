@@ -115,13 +115,17 @@ def score_lines(block: pd.DataFrame) -> list[tuple[str, Any]]:
     weight = block["ddrs_weight"].iloc[0]
     lines = []
     if block["ior_mean"].notna().any():
-        lines.append(("IOR (vs random, same recipe)", lambda r: _signed(r["ior_mean"], r["ior_std"])))
+        lines.append(("IOR (vs random, same recipe)", lambda r: _signed(r["ior_mean"], r["ior_std"], r["n"])))
     if block["hlr_mean"].notna().any():
-        lines.append(("HLR (full data − ours)", lambda r: _signed(r["hlr_mean"], r["hlr_std"])))
-        lines.append((f"DDRS (w = {weight:g})", lambda r: "–" if pd.isna(r["ddrs_mean"])
-                       else f"{r['ddrs_mean']:.3f} ± {r['ddrs_std']:.3f}".replace("-", "−")))
+        lines.append(("HLR (full data − ours)", lambda r: _signed(r["hlr_mean"], r["hlr_std"], r["n"])))
+        lines.append((f"DDRS (w = {weight:g})", lambda r: "–" if pd.isna(r["ddrs_mean"]) else (
+            f"{r['ddrs_mean']:.3f} (1 seed)" if r["n"] == 1 else f"{r['ddrs_mean']:.3f} ± {r['ddrs_std']:.3f}"
+        ).replace("-", "−")))
     return lines
 
 
-def _signed(mean: float, std: float) -> str:
-    return "–" if pd.isna(mean) else f"{mean:+.1f} ± {std:.1f}".replace("-", "−")   # a true minus sign
+def _signed(mean: float, std: float, n: int = 0) -> str:
+    """``+1.0 ± 0.5`` with a true minus sign; one model: ``+1.0 (1 seed)``."""
+    if pd.isna(mean):
+        return "–"
+    return (f"{mean:+.1f} (1 seed)" if n == 1 else f"{mean:+.1f} ± {std:.1f}").replace("-", "−")
