@@ -53,7 +53,7 @@ from torch import nn
 
 from dsvbench.config import PretrainRecipe, config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
-from dsvbench.methods.base import cached_for_model
+from dsvbench.methods.base import cached_for_model, embed
 from dsvbench.models import create_model
 from dsvbench.pretrain import adam_stage
 from dsvbench.ranges import MAX_SIZE, Range, count
@@ -144,19 +144,6 @@ def herding_order(features: torch.Tensor, count: int, criterion: str = "argmin")
     return torch.tensor(order, dtype=torch.long, device=features.device)
 
 
-@torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``model.features`` of every image, ``batch_size`` at a time, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [model.features(images[start:start + batch_size]).flatten(1)
-                 for start in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts)
-
-
 def feature_network_recipe(ctx: BuildContext, recipe: HerdingRecipe) -> PretrainRecipe:
     """θ*'s Adam recipe for the dataset with the herding recipe's epoch count (no polish:
     the polish re-fits only the classifier, which herding does not read)."""
@@ -196,8 +183,7 @@ def training_features(ctx: BuildContext, recipe: HerdingRecipe) -> torch.Tensor:
         key = config_hash(ctx.data_fingerprint, ctx.model_name, seed, network)
         return cached_for_model(ctx, f"herding_features_per-seed-{key}", lambda: embed(
             train_feature_network(ctx, network, seed), ctx.train_images, recipe.batch_size))
-    return cached_for_model(ctx, f"herding_features_{recipe.features}",
-                            lambda: embed(ctx.pretrained, ctx.train_images, recipe.batch_size))
+    return ctx.pretrained_features(recipe.batch_size)   # cached per θ*, shared with k-center
 
 
 @register_method("herding", table_name="herding", group="selection", recipe=HerdingRecipe,

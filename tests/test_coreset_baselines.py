@@ -1,4 +1,4 @@
-"""herding and forgetting: hand-computed selections, determinism, IPC 1/10/50."""
+"""herding, forgetting and k-center: hand-computed selections, determinism, IPC 1/10/50."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,9 @@ from torch import nn
 
 from dsvbench.baselines.forgetting import build_forgetting, forgetting_counts, ForgettingRecipe
 from dsvbench.baselines import herding as herding_module
-from dsvbench.baselines.herding import HerdingRecipe, build_herding, embed, herding_order, training_features
+from dsvbench.baselines.herding import HerdingRecipe, build_herding, herding_order, training_features
+from dsvbench.baselines.kcenter import KCenterRecipe, build_kcenter, kcenter_order
+from dsvbench.methods.base import embed
 from dsvbench.config import PretrainRecipe
 from dsvbench.data import ImageDataset
 from dsvbench.methods import METHODS, BuildContext, MethodFailed, load_methods
@@ -255,7 +257,7 @@ def test_herding_random_init_depends_on_seed_only():
 
 
 @pytest.mark.parametrize("ipc", [1, 10, 50])
-@pytest.mark.parametrize("method", ["herding", "forgetting"])
+@pytest.mark.parametrize("method", ["herding", "forgetting", "kcenter"])
 def test_selection_returns_ipc_training_images_per_class(method, ipc):
     images, labels = synthetic_digits()
     model = create_model("convnet_tiny", InputShape(1, 8, 10), torch.Generator().manual_seed(0))
@@ -275,3 +277,39 @@ def test_registry_declares_needs_and_table_order():
     herding, forgetting = METHODS.get("herding"), METHODS.get("forgetting")
     assert (herding.needs, herding.order, herding.group) == ("data+model", 1, "selection")
     assert (forgetting.needs, forgetting.order, forgetting.group) == ("data+dynamics", 2, "selection")
+
+
+# From POINTS[0] = (2, 0): distances to it 0, 3, √13, √18 -> pick 3 = (−1, −3); nearest-center
+# distances then p1 min(3, 3) = 3, p2 min(√13, √37) = √13 ≈ 3.61 -> pick 2; then p1.
+KCENTER_ORDER = [0, 3, 2, 1]
+
+
+def test_kcenter_order_matches_hand_computation():
+    assert kcenter_order(POINTS, 4, first=0).tolist() == KCENTER_ORDER
+
+
+def test_kcenter_mean_first_is_deterministic_and_random_first_follows_the_seed():
+    images, labels = points_as_images()
+    model = CountingFeatures()
+    mean = [build_kcenter(make_context(images, labels, 2, 2, seed=s, model=model), KCenterRecipe(first="mean"))
+            .metadata["indices"] for s in (0, 1)]
+    assert mean[0] == mean[1] == [2 * 1, 2 * 2, 2 * 1 + 1, 2 * 2 + 1]   # nearest the mean (0, 0): p1; then p2
+    images, labels = synthetic_digits()
+    model = create_model("convnet_tiny", InputShape(1, 8, 10), torch.Generator().manual_seed(0))
+    pick = [build_kcenter(make_context(images, labels, 10, 1, seed=s, model=model), KCenterRecipe())
+            .metadata["indices"] for s in (0, 0, 1)]
+    assert pick[0] == pick[1] != pick[2]
+
+
+def test_kcenter_shares_herdings_cached_embedding(tmp_path):
+    images, labels = points_as_images()
+    model = CountingFeatures()
+    build_herding(make_context(images, labels, 2, 2, model=model, cache_dir=tmp_path), HerdingRecipe())
+    calls = model.calls
+    build_kcenter(make_context(images, labels, 2, 2, model=model, cache_dir=tmp_path), KCenterRecipe())
+    assert calls > 0 and model.calls == calls           # the θ* embedding computed once for both
+
+
+def test_kcenter_rejects_an_unknown_first_center():
+    with pytest.raises(UserError, match="kcenter.first"):
+        KCenterRecipe(first="far")

@@ -113,6 +113,13 @@ class BuildContext:
         """A freshly initialized network (drawn from ``generator``) on the device."""
         return create_model(name or self.model_name, self.shape, self.generator).to(self.device)
 
+    def pretrained_features(self, batch_size: int = 512) -> torch.Tensor:
+        """θ*'s penultimate embedding (``model.features``) of every training image, N×d: computed once
+        per θ* (eval mode, ``batch_size`` images at a time) and cached under ``cache_dir`` for every seed
+        and every method that asks (herding, k-center).  Needs data and model declared."""
+        return cached_for_model(self, "herding_features_pretrained",   # herding's name from before: caches stay valid
+                                lambda: embed(self.pretrained, self.train_images, batch_size))
+
     def class_indices(self, label: int) -> torch.Tensor:
         return torch.nonzero(self.train_labels == label).flatten()
 
@@ -263,6 +270,19 @@ class NamesOwnTheta(Protocol):
     method trains for itself (cached like the run's), or None for the run's θ*.  Read only when the
     method declares ``needs_model``."""
     def pretrained_spec(self) -> tuple[str, dict[str, Any]] | None: ...
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``model.features`` of every image, ``batch_size`` at a time, in eval mode (the model's mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.features(images[start:start + batch_size]).flatten(1)
+                 for start in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
 
 
 def take_per_class(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int,
