@@ -256,9 +256,9 @@ def build_dc_many(contexts: list[BuildContext], recipe: DCRecipe) -> list[Conden
                  build_many=build_dc_many, batched_on_cpu=False)
 def build_dc(ctx: BuildContext, recipe: DCRecipe) -> CondensedSet:
     """Gradient matching over fresh random networks (Zhao et al. 2021, Algorithm 1)."""
-    sample, sample_all = _sampler(ctx)
+    sample, sample_all = class_sampler(ctx)
     labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
-    images = _initial_images(ctx, recipe, sample_all).requires_grad_(True)
+    images = initial_images(ctx, recipe, sample_all).requires_grad_(True)
     image_optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=recipe.momentum_img)
     outer_loop, inner_loop = recipe.loops(ctx.ipc)
     history = []
@@ -295,8 +295,8 @@ def build_dc_stacked(contexts: list[BuildContext], recipe: DCRecipe) -> list[Con
     from its own generator in the order of :func:`build_dc`, and SGD is element-wise, so seed s
     follows its single-seed trajectory (tested on the CPU).  Not for batch norm or DSA."""
     ctx, seeds = contexts[0], len(contexts)
-    samplers = [_sampler(c) for c in contexts]
-    images = torch.stack([_initial_images(c, recipe, all_) for c, (_, all_) in zip(contexts, samplers)])
+    samplers = [class_sampler(c) for c in contexts]
+    images = torch.stack([initial_images(c, recipe, all_) for c, (_, all_) in zip(contexts, samplers)])
     images.requires_grad_(True)
     optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=recipe.momentum_img)
     classes = torch.arange(ctx.num_classes, device=ctx.device)
@@ -340,7 +340,7 @@ def build_dc_stacked(contexts: list[BuildContext], recipe: DCRecipe) -> list[Con
         for s in range(seeds)]
 
 
-def _sampler(ctx: BuildContext):
+def class_sampler(ctx: BuildContext):
     """``sample(c, n)``: n random training images of class c (all of them when fewer), drawn from
     the seed's generator; ``sample_all(n)``: the same for every class, in class order."""
     members = [ctx.class_indices(c) for c in range(ctx.num_classes)]
@@ -356,7 +356,7 @@ def _sampler(ctx: BuildContext):
     return sample, sample_all
 
 
-def _initial_images(ctx: BuildContext, recipe: DCRecipe, sample_all) -> torch.Tensor:
+def initial_images(ctx: BuildContext, recipe: DCRecipe, sample_all) -> torch.Tensor:
     """Real images of each class (``init=real``) or standard normal noise, detached."""
     if recipe.init == "real":
         images = sample_all(ctx.ipc).detach().clone()

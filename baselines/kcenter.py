@@ -60,7 +60,8 @@ def kcenter_order(features: torch.Tensor, count: int, first: int) -> torch.Tenso
 
 
 @register_method("kcenter", table_name="k-center", group="selection", recipe=KCenterRecipe,
-                 eval_recipe="dc", needs_data=True, needs_model=True, order=2)
+                 eval_recipe="dc", needs_data=True, needs_model=True, order=2,
+                 in_all=False)   # newer than Table 1: run by name (--methods all kcenter)
 def build_kcenter(ctx: BuildContext, recipe: KCenterRecipe) -> CondensedSet:
     """IPC greedy k-center picks per class in θ*'s embedding."""
     features = ctx.pretrained_features(recipe.batch_size)

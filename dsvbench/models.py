@@ -3,7 +3,9 @@
 ``convnet`` is the dataset-condensation ConvNet: ``depth`` blocks of
 conv3x3 -> norm -> ReLU -> pool 2x2, then one linear layer.  Instance norm is
 ``GroupNorm(width, width, affine=True)`` as in the DC reference code.  For 28x28
-one-channel inputs the first conv uses padding 3 (maps become 32x32).
+one-channel inputs the first conv uses padding 3 (maps become 32x32).  ``lenet``, ``alexnet``,
+``vgg11``, ``resnet18`` (``_bn``: batch norm) are the rest of DC's cross-architecture table (Zhao et al.,
+ICLR 2021, Table 2) as the DC reference code builds them; class docstrings say what 8×8 inputs change.
 """
 from __future__ import annotations
 
@@ -157,22 +159,123 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-class MLP(nn.Module):
-    """Three-layer perceptron (two hidden ReLU layers), as in the DC literature's MLP."""
+class _Embedder(nn.Module):
+    """``features`` = ``body`` (the flattened ``embed_dim``-wide embedding); ``forward`` =
+    ``classifier(features(x))``."""
 
-    def __init__(self, shape: InputShape, width: int = 128):
+    def __init__(self, body: nn.Module, embed_dim: int, num_classes: int):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, width), nn.ReLU(inplace=True),
-            nn.Linear(width, width), nn.ReLU(inplace=True))
-        self.embed_dim = width
-        self.classifier = nn.Linear(width, shape.num_classes)
+        self.body, self.embed_dim, self.classifier = body, embed_dim, nn.Linear(embed_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class MLP(_Embedder):
+    """Three-layer perceptron (two hidden ReLU layers), as in the DC literature's MLP."""
+
+    def __init__(self, shape: InputShape, width: int = 128):
+        super().__init__(nn.Sequential(
+            nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True)), width, shape.num_classes)
+
+
+def _mnist(shape: InputShape) -> bool:
+    """28×28 one-channel inputs, whose first conv the DC reference pads more (as for 32×32)."""
+    return shape.channels == 1 and shape.size == 28
+
+
+class LeNet(_Embedder):
+    """DC reference LeNet: conv 6@5×5 -> max-pool -> conv 16@5×5 -> max-pool -> linear 120 -> 84
+    (the embedding) -> classes, ReLU after each but the last; the first conv pads by 2 on 28×28
+    one-channel inputs.  Choice of this suite: inputs under 16×16 (8×8 ``digits``) are zero-padded,
+    centred, to 16×16, the smallest side leaving a (1×1) map after the second pool."""
+
+    def __init__(self, shape: InputShape):
+        frame, pad = max(0, -(-(16 - shape.size) // 2)), (2 if _mnist(shape) else 0)
+        side = ((shape.size + 2 * frame + 2 * pad - 4) // 2 - 4) // 2
+        super().__init__(nn.Sequential(
+            *([nn.ZeroPad2d(frame)] if frame else []),
+            nn.Conv2d(shape.channels, 6, 5, padding=pad), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2), nn.Flatten(),
+            nn.Linear(16 * side * side, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True)),
+            84, shape.num_classes)
+
+
+class AlexNet(_Embedder):
+    """DC reference AlexNet, no normalization: conv 128@5×5 (padding 2; 4 on 28×28 one-channel
+    inputs) -> max-pool -> conv 192@5×5 -> max-pool -> conv 256, 192, 192 @3×3 -> max-pool, ReLU
+    after each conv, 'same' padding after the first; linear on 192·4·4 (32×32, 28×28 inputs);
+    8×8 inputs need no change (1×1 map, 192-d embedding)."""
+
+    def __init__(self, shape: InputShape):
+        pad, layers = (4 if _mnist(shape) else 2), []
+        for cin, cout, k, p, pool in ((shape.channels, 128, 5, pad, 1), (128, 192, 5, 2, 1),
+                                      (192, 256, 3, 1, 0), (256, 192, 3, 1, 0), (192, 192, 3, 1, 1)):
+            layers += [nn.Conv2d(cin, cout, k, padding=p), nn.ReLU(inplace=True)] + [nn.MaxPool2d(2, 2)] * pool
+        super().__init__(nn.Sequential(*layers, nn.Flatten()), 192 * ((shape.size + 2 * pad - 4) // 8) ** 2,
+                         shape.num_classes)
+
+
+VGG11_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG11(_Embedder):
+    """DC reference VGG11: ``VGG11_LAYERS`` (conv 3×3 -> norm -> ReLU; 'M' 2×2 max-pool), linear on
+    the 512 channels of a 1×1 map; the first conv pads by 3 on 28×28 one-channel inputs (maps become
+    32×32); the reference's closing 1×1 average pool (an identity) is left out.  Choice of this suite:
+    no pool but the last leaves a map under 2×2 (instance norm of a 1×1 map is constant: the net
+    would ignore its input); others are skipped (8×8 inputs: the third and fourth)."""
+
+    def __init__(self, shape: InputShape, norm: str = "instancenorm"):
+        layers: list[nn.Module] = []
+        channels, side = shape.channels, shape.size
+        for i, item in enumerate(VGG11_LAYERS):
+            if item == "M":
+                if side >= (2 if i == len(VGG11_LAYERS) - 1 else 4):
+                    layers, side = layers + [nn.MaxPool2d(2, 2)], side // 2
+            else:
+                pad = 3 if (i == 0 and _mnist(shape)) else 1
+                layers += [nn.Conv2d(channels, item, 3, padding=pad), _norm(norm, item), nn.ReLU(inplace=True)]
+                channels, side = item, side + 2 * pad - 2
+        super().__init__(nn.Sequential(*layers, nn.Flatten()), channels * side * side, shape.num_classes)
+
+
+class BasicBlock(nn.Module):
+    """ResNet block: ReLU(norm(conv 3×3(ReLU(norm(conv 3×3, stride(x))))) + shortcut(x)), convs
+    without bias; the shortcut is conv 1×1 (stride) -> norm when the stride or width changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1, self.norm1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _norm(norm, cout)
+        self.conv2, self.norm2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _norm(norm, cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x))))) + self.shortcut(x))
+
+
+class ResNet18(_Embedder):
+    """DC reference ResNet18 (``BasicBlock`` ×[2, 2, 2, 2]): small-image stem (conv 3×3 stride 1 ->
+    norm -> ReLU, 64 channels, no max-pool), stages of 64, 128, 256, 512 channels (stride 2 from the
+    second), average pooling (the reference's 4×4: the whole final map of 32×32 and 28×28 inputs),
+    linear on 512.  Choices of this suite: the pool takes the whole final map, and a stage keeps stride
+    1 on a 2×2 map (instance norm of 1×1 is constant), so 8×8 inputs end on 2×2 (strides 1, 2, 2, 1)."""
+
+    def __init__(self, shape: InputShape, norm: str = "instancenorm"):
+        layers: list[nn.Module] = [nn.Conv2d(shape.channels, 64, 3, 1, 1, bias=False), _norm(norm, 64),
+                                   nn.ReLU(inplace=True)]
+        side = shape.size
+        for stage, width in enumerate((64, 128, 256, 512)):
+            stride = 2 if stage and side > 2 else 1
+            layers += [BasicBlock(64 if stage == 0 else width // 2, width, stride, norm),
+                       BasicBlock(width, width, 1, norm)]
+            side = -(-side // stride)   # conv 3×3, padding 1
+        super().__init__(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 512, shape.num_classes)
 
 
 @MODELS.register("convnet")
@@ -218,6 +321,41 @@ def convnet_tiny(shape: InputShape) -> nn.Module:
     """A width-8 ConvNet for fast tests."""
     return ConvNet(shape, width=8)
 
+
+@MODELS.register("lenet")
+def lenet(shape: InputShape) -> nn.Module:
+    """DC reference LeNet (no norm); 8×8 inputs zero-padded to 16×16."""
+    return LeNet(shape)
+
+
+@MODELS.register("alexnet")
+def alexnet(shape: InputShape) -> nn.Module:
+    """DC reference AlexNet (no norm)."""
+    return AlexNet(shape)
+
+
+@MODELS.register("vgg11")
+def vgg11(shape: InputShape) -> nn.Module:
+    """DC reference VGG11, instance norm; 8×8 inputs skip pools (maps stay ≥ 2×2)."""
+    return VGG11(shape)
+
+
+@MODELS.register("vgg11_bn")
+def vgg11_bn(shape: InputShape) -> nn.Module:
+    """DC reference VGG11BN: VGG11 with batch norm."""
+    return VGG11(shape, norm="batchnorm")
+
+
+@MODELS.register("resnet18")
+def resnet18(shape: InputShape) -> nn.Module:
+    """DC reference ResNet18, instance norm; 8×8 inputs keep a 2×2 final map."""
+    return ResNet18(shape)
+
+
+@MODELS.register("resnet18_bn")
+def resnet18_bn(shape: InputShape) -> nn.Module:
+    """DC reference ResNet18BN: ResNet18 with batch norm."""
+    return ResNet18(shape, norm="batchnorm")
 
 _PER_IMAGE_BYTES: dict[tuple, int] = {}
 

@@ -106,10 +106,17 @@ def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
     return tuple(parsed)
 
 
+def expand_methods(names: Sequence[str]) -> list[str]:
+    """``all`` stands for every method registered with ``in_all`` (Table 1's columns and plug-ins), in
+    table order; other names are kept as given (``--methods all dm kcenter``), each once."""
+    every = sorted((m for m in METHODS.names() if METHODS.get(m).in_all),
+                   key=lambda m: (METHODS.get(m).group != "selection", METHODS.get(m).order))
+    return list(dict.fromkeys(m for name in names for m in (every if name == "all" else [name])))
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Validate names and numbers and build the frozen config (no data is read here)."""
-    methods = (sorted(METHODS.names(), key=lambda m: (METHODS.get(m).group != "selection", METHODS.get(m).order))
-               if args.methods == ["all"] else args.methods)
+    methods = expand_methods(args.methods)
     for method in methods:
         METHODS.get(method)
     if not args.seed_list:

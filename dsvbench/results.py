@@ -137,9 +137,12 @@ def retrained_with(row: Any) -> str:
 
 
 def _reference_rows(block: pd.DataFrame, ipc: int) -> list[tuple[str, dict[str, Any]]]:
-    """The published rows of one dataset/IPC block (primary first, :func:`reference_rows`)."""
+    """The published rows of one dataset/IPC block (primary first, :func:`reference_rows`); the primary
+    row is labelled by the sources of the block's own cells (``DC Table 1 / DSA Table 1``)."""
     dataset = block["reference_dataset"].iloc[0] if "reference_dataset" in block else block["dataset"].iloc[0]
-    return reference_rows(dataset, int(ipc)) or [("paper", {})]
+    rows = reference_rows(dataset, int(ipc)) or [("paper", {})]
+    sources = [s for s in dict.fromkeys(block["paper_source"]) if isinstance(s, str)] if "paper_source" in block else []
+    return [(" / ".join(sources) or rows[0][0], rows[0][1]), *rows[1:]]
 
 
 def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:

@@ -136,3 +136,15 @@ def test_latex_is_ascii(render):
     text = render(summarize(RECORDS), ["θ* ≈ 1 × 2 — Δ ≥ λ → ‖x‖², 5 % & _x_"])
     assert text.isascii()
     assert r"$\theta$* $\approx$ 1 $\times$ 2 --- $\Delta$ $\geq$ $\lambda$" in text
+
+
+def test_a_plug_in_registers_its_published_figures():
+    from dsvbench.references import REFERENCES, register_reference
+    register_reference("mymethod", "Mine Table 2", {("cifar10", 1): (30.0, 0.5)})
+    try:
+        records = [dict(r, method="mymethod", table_name="Mine") for r in RECORDS[:2]]
+        summary = summarize(records)
+        assert summary["paper_mean"].iloc[0] == 30.0 and summary["paper_source"].iloc[0] == "Mine Table 2"
+        assert "| paper: Mine Table 2" in render_markdown(summary)
+    finally:
+        REFERENCES[("cifar10", 1)].pop("mymethod")

@@ -317,3 +317,63 @@ def test_dc_on_digits_stays_in_one_pass():
     from dsvbench.models import InputShape
     net = create_model("convnet", InputShape(1, 8, 10), torch.Generator().manual_seed(0))
     assert dc.REAL_PASS_BYTES // (dc.activation_bytes(net, torch.zeros(1, 1, 8, 8)) * 256) >= 10
+
+
+# ----- the newer baselines: dsa (its own column), dm -------------------------------------------
+def test_dsa_column_builds_what_dc_with_dsa_builds():
+    """The dsa column is DC's code with DSA on: same seed, same recipe values -> the same set."""
+    from dsvbench.methods import METHODS
+    from dsvbench.testing import tiny_context, tiny_dataset
+    dsa, dc = METHODS.get("dsa"), METHODS.get("dc")
+    data = tiny_dataset()
+    fields = dict(iterations=2, outer_loop=2, inner_loop=1, batch_real=8)
+    a = dsa.build(tiny_context(data, "dsa"), dsa.make_recipe("digits", {k: str(v) for k, v in fields.items()}))
+    b = dc.build(tiny_context(data, "dc"), dc.make_recipe("digits", {**{k: str(v) for k, v in fields.items()},
+                                                              "dsa": "true", "dsa_strategy": "color_crop_cutout_scale_rotate"}))
+    assert torch.equal(a.images, b.images)
+    recipe = dsa.make_recipe("digits")
+    assert recipe.dsa and "flip" not in recipe.dsa_strategy and recipe.retrain == "dsa"
+    assert "flip" in dsa.make_recipe("cifar10").dsa_strategy
+
+
+def test_dm_loss_is_the_squared_distance_of_class_mean_embeddings():
+    """By hand: an embedding that is the identity on 2-pixel images; class 0 real mean (1, 1), syn (0, 3)
+    -> 1 + 4; class 1 real mean (0, 0), syn (0, 0) -> 0."""
+    from dsvbench.baselines.dm import mean_embedding_loss
+
+    class Identity(nn.Module):
+        def features(self, x):
+            return x.flatten(1)
+
+    reals = [torch.tensor([[0.0, 2.0], [2.0, 0.0]]).view(2, 1, 1, 2), torch.zeros(3, 1, 1, 2)]
+    syn = torch.tensor([[[0.0, 3.0]], [[0.0, 0.0]]]).view(2, 1, 1, 1, 2)
+    assert mean_embedding_loss(Identity(), reals, syn).item() == pytest.approx(5.0)
+
+
+def test_dm_one_pass_for_all_classes_equals_class_by_class():
+    """All classes through the network at once (instance norm: per image) = the reference's loop over classes."""
+    from dsvbench.baselines.dm import mean_embedding_loss
+    from dsvbench.models import InputShape, create_model
+    net = create_model("convnet_tiny", InputShape(1, 8, 3), torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    reals = [torch.randn(n, 1, 8, 8, generator=g) for n in (5, 7, 6)]
+    syn = torch.randn(3, 2, 1, 8, 8, generator=g)
+    per_class = sum(mean_embedding_loss(net, [r], s.unsqueeze(0)) for r, s in zip(reals, syn))
+    assert mean_embedding_loss(net, reals, syn).item() == pytest.approx(per_class.item(), rel=1e-5)
+
+
+def test_dm_updates_iterations_plus_one_times_and_moves_the_images():
+    from dsvbench.methods import METHODS
+    from dsvbench.testing import tiny_context, tiny_dataset
+    spec, data = METHODS.get("dm"), tiny_dataset()
+    start = spec.build(tiny_context(data, "dm"), spec.make_recipe("digits", {"iterations": "0", "batch_real": "8"}))
+    moved = spec.build(tiny_context(data, "dm"), spec.make_recipe("digits", {"iterations": "3", "batch_real": "8"}))
+    assert start.metadata["updates"] == 1 and moved.metadata["updates"] == 4
+    assert not torch.equal(start.images, moved.images)
+
+
+def test_methods_all_is_table_1_and_new_baselines_run_by_name():
+    from dsvbench.options import expand_methods
+    table1 = ["random", "herding", "forgetting", "dsvs", "dd", "dc", "dsvg"]
+    assert expand_methods(["all"]) == table1
+    assert expand_methods(["all", "dm", "kcenter", "dc"]) == table1 + ["dm", "kcenter"]

@@ -150,6 +150,7 @@ class MethodSpec:
     cost: float = 1.0               # build seconds per seed at the default budgets (digits, one CPU
                                     # thread, measured): only orders a run's tasks, longest first
     presets: dict[str, dict[str, str]] = field(default_factory=dict)   # --preset NAME -> field -> value
+    in_all: bool = True             # part of ``--methods all`` (the main job); False: run by name only
 
     def batched_on(self, device: torch.device | str) -> bool:
         """Whether this method builds several seeds in one call on ``device``."""
@@ -220,7 +221,8 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
                     order: int = 100, recipe_defaults: Callable[[str], dict[str, Any]] | None = None,
                     smoke: dict[str, Any] | None = None, version: int = 1, cost: float = 1.0,
                     build_many: Callable[[list[BuildContext], Any], list[CondensedSet]] | None = None,
-                    batched_on_cpu: bool = True, presets: dict[str, dict[str, str]] | None = None):
+                    batched_on_cpu: bool = True, presets: dict[str, dict[str, str]] | None = None,
+                    in_all: bool = True):
     """Decorator: register ``build(ctx, recipe) -> CondensedSet`` as method ``name``.
 
     ``smoke`` holds recipe values that make a build take about a second (few steps);
@@ -234,6 +236,8 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
     accelerators, so on the CPU the seeds are built one by one (and spread over ``--jobs`` workers).
     ``presets`` names sets of recipe values (``--preset NAME``, as ``--set`` strings) this method
     takes part in; a preset may span several methods, each registering its own fields.
+    ``in_all=False`` leaves the method out of ``--methods all`` (the main job, Table 1's columns): it
+    runs when named (``--methods all dm``) — for methods too slow for the main job's time budget.
     """
     if group not in ("selection", "synthesis"):
         raise ValueError(f"group must be 'selection' or 'synthesis', got {group!r}")
@@ -251,7 +255,8 @@ def register_method(name: str, *, table_name: str, group: str, recipe: type, eva
         METHODS.add(name, MethodSpec(name, build, table_name, group, recipe, eval_recipe, needs_data,
                                      needs_model, needs_dynamics, order, recipe_defaults, dict(smoke or {}),
                                      build_many=build_many, batched_on_cpu=batched_on_cpu, version=version,
-                                     cost=float(cost), presets={k: dict(v) for k, v in (presets or {}).items()}))
+                                     cost=float(cost), presets={k: dict(v) for k, v in (presets or {}).items()},
+                                     in_all=in_all))
         return build
     return decorator
 
