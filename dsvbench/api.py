@@ -110,8 +110,9 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
         torch.set_num_threads(run_threads(config.threads))   # workers share them (dispatch)
     with confined(config.out, config.cache_dir):   # dsvbench.atomic: every write lands under these two
         provenance()   # the commit of the code this process loaded, asked now, not when a record is written
-        grid = [dataclasses.replace(config, ipc=ipc) for ipc in (config.ipc_grid or (config.ipc,))]
-        plans = [resolve(part) for part in grid]   # one per IPC; the same columns, recipes and θ*
+        grid = [dataclasses.replace(config, ipc=ipc, eval_model=model) for ipc in (config.ipc_grid or (config.ipc,))
+                for model in (config.eval_models or (config.eval_model,))]
+        plans = [resolve(part) for part in grid]   # one per IPC × retrained architecture; the same columns, recipes and θ*
         plan = plans[0]
         dataset = load_dataset(config.data, config.cache_dir)
         for part in grid:
@@ -121,6 +122,8 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
         print_config(plan, echo)
         if config.ipc_grid:
             echo(f"  IPC grid: {', '.join(map(str, config.ipc_grid))} (every column at each; a table row per IPC)")
+        if config.eval_models:
+            echo(f"  cross-architecture: every set retrained on {', '.join(config.eval_models)} (a table row each)")
         busy = busy_note(torch.get_num_threads()) if config.threads is None and config.device == "cpu" else None
         if busy:
             echo(f"  NOTE: {busy}")
@@ -139,7 +142,9 @@ def execute(config: BenchConfig, progress: bool = True, echo: Callable[..., None
             wanted.update(part_plan.record_keys(dataset))
         records = select_records(load_records(config.out), wanted, config.evals_per_set)
         notes = budget_notes(config) + table_notes(records)
-        full_data = full_data_accuracies(plan, dataset, progress) if config.scores and records else []
+        per_model = {part.config.retrain_model: part for part in plans}   # full data: once per retrained architecture
+        full_data = ([entry for part in per_model.values() for entry in full_data_accuracies(part, dataset, progress)]
+                     if config.scores and records else [])
         info = run_info(plan, started, pretrained, dataset, command)
         if replayed is not None:
             info["replayed_from"] = str(replayed.path)

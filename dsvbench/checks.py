@@ -34,7 +34,7 @@ def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig
     if config.eval_precision not in PRECISIONS:
         raise UserError(f"eval precision {config.eval_precision!r} is unknown; known: {', '.join(PRECISIONS)}")
     DATASETS.get(config.data.name)
-    for model in (config.model, config.eval_model):
+    for model in (config.model, config.eval_model, *config.eval_models):
         if model:
             MODELS.get(model)
     _check_reference_dataset(config.reference_dataset)

@@ -181,6 +181,7 @@ class BenchConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "convnet"
     eval_model: str | None = None           # cross-architecture evaluation; None = same as model
+    eval_models: tuple[str, ...] = ()       # --eval-model with several: every column retrained on each (a row each)
     pretrain: PretrainRecipe = field(default_factory=PretrainRecipe)
     methods: tuple[str, ...] = ("random",)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)

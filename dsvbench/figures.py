@@ -134,9 +134,10 @@ def draw_table(figure_class: Any, summary: pd.DataFrame) -> Any | None:
     """A bar per column (mean ± std over seeds × evals), the paper's mean ± std as black diamonds."""
     if summary.empty:
         return None
-    blocks = list(summary.groupby(["dataset", "ipc"], sort=False))
+    keys = ["dataset", "ipc"] + (["eval_model"] if "eval_model" in summary and summary["eval_model"].nunique() > 1 else [])
+    blocks = list(summary.groupby(keys, sort=False))
     figure = figure_class(figsize=(TABLE_SIZE[0], TABLE_SIZE[1] * len(blocks)), dpi=DPI, layout="constrained")
-    for ax, ((dataset, ipc), block) in zip(figure.subplots(len(blocks), 1, squeeze=False)[:, 0], blocks):
+    for ax, ((dataset, ipc, *model), block) in zip(figure.subplots(len(blocks), 1, squeeze=False)[:, 0], blocks):
         x = np.arange(len(block))
         ax.bar(x, block["mean"], yerr=block["std"], capsize=4, edgecolor="black", linewidth=0.5,
                color=[GROUP_COLORS.get(g, "#8c8c8c") for g in block["group"]])
@@ -151,7 +152,7 @@ def draw_table(figure_class: Any, summary: pd.DataFrame) -> Any | None:
         ax.set_xticks(x, [str(name) for name in block["table_name"]])
         ax.set_ylim(0, 100)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{dataset} IPC={ipc}: ours (bars: mean ± std over seeds × evals, ddof 0)")
+        ax.set_title(f"{dataset} IPC={ipc}{''.join(f' {m}' for m in model)}: ours (bars: mean ± std over seeds × evals, ddof 0)")
         ax.grid(axis="y", alpha=0.3)
         handles = [_patch(color, f"ours, {group}") for group, color in GROUP_COLORS.items()
                    if group in set(block["group"])]

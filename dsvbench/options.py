@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ipc", type=int, nargs="+", default=[1], help="images per class (default 1); several, e.g. 1 10 50: "
         "the IPC grid in one run, a table row per (dataset, IPC)")
     add("--model", default="convnet", help="architecture of θ* and of the condensation (default convnet)")
-    add("--eval-model", help="architecture retrained on the sets (cross-architecture); default --model")
+    add("--eval-model", nargs="+", help="architecture(s) retrained on the sets (cross-architecture); several, e.g. "
+        "convnet mlp lenet alexnet vgg11 resnet18: a table row each (the DC paper's Table 2); default --model")
     add("--evals-per-set", type=int, help="fresh networks retrained per condensed set (default 1; "
         "--protocol dc-paper: 20)")
     add("--protocol", choices=list(PROTOCOLS), default="suite",
@@ -129,6 +130,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.protocol != "suite" and evals_per_set != PROTOCOLS[args.protocol]:
         raise UserError(f"--protocol {args.protocol} retrains {PROTOCOLS[args.protocol]} models per set; "
                         f"--evals-per-set {evals_per_set} contradicts it (drop one of them)")
+    given = args.eval_model if isinstance(args.eval_model, (list, tuple)) else [args.eval_model] if args.eval_model else []
+    eval_models = list(dict.fromkeys(given))
     ipcs = list(dict.fromkeys(args.ipc if isinstance(args.ipc, (list, tuple)) else [args.ipc]))
     for name, value in (("--seeds", len(seeds)), ("--ipc", min(ipcs)), ("--evals-per-set", evals_per_set),
                         ("--jobs", args.jobs), ("--threads", args.threads), ("--eval-epochs", args.eval_epochs),
@@ -144,7 +147,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     pretrain_overrides = {"epochs": args.pretrain_epochs} if args.pretrain_epochs is not None else {}
     config = BenchConfig(
         data=DataConfig(args.dataset, args.data_root, args.download), model=args.model,
-        eval_model=args.eval_model, pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
+        eval_model=eval_models[0] if eval_models else None, eval_models=tuple(eval_models) if len(eval_models) > 1 else (),
+        pretrain=PretrainRecipe.for_dataset(like, **pretrain_overrides),
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=ipcs[0], ipc_grid=tuple(ipcs) if len(ipcs) > 1 else (),
         evals_per_set=evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,

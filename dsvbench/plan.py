@@ -168,9 +168,11 @@ class Plan:
     def column(self, method: str) -> Column:
         return next(column for column in self.columns if column.method == method)
 
-    def record_keys(self, dataset: ImageDataset) -> dict[tuple[str, int, int], tuple[str, dict[str, Any]]]:
-        """(method, seed, ipc) → (set key, evaluation recipe) that the records of this run carry."""
-        return {(column.method, seed, self.config.ipc): (column.set_key(dataset, seed), to_dict(column.eval_recipe))
+    def record_keys(self, dataset: ImageDataset) -> dict[tuple[str, int, int, str], tuple[str, dict[str, Any]]]:
+        """(method, seed, ipc, retrained architecture) → (set key, evaluation recipe) that the records of
+        this run carry."""
+        return {(column.method, seed, self.config.ipc, self.config.retrain_model):
+                (column.set_key(dataset, seed), to_dict(column.eval_recipe))
                 for column in self.columns for seed in self.config.seeds}
 
 

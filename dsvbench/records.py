@@ -58,9 +58,9 @@ def load_records(out: Path | str) -> list[dict[str, Any]]:
     return records
 
 
-def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int, int], tuple[str, dict[str, Any]]],
+def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int, int, str], tuple[str, dict[str, Any]]],
                    evals_per_set: int) -> list[dict[str, Any]]:
-    """Only the records of one run: ``wanted`` maps (method, seed, ipc) to the (set key, evaluation
+    """Only the records of one run: ``wanted`` maps (method, seed, ipc, retrained architecture) to the (set key, evaluation
     recipe) its records carry (``Plan.record_keys``), and eval indices stop at ``evals_per_set``.
 
     A record left in ``--out`` by an earlier command with another recipe (``--set``, a changed
@@ -68,7 +68,8 @@ def select_records(records: list[dict[str, Any]], wanted: dict[tuple[str, int, i
     """
     wanted = {key: (set_key, canonical_json(evaluation)) for key, (set_key, evaluation) in wanted.items()}
     return [r for r in records if r["eval_index"] < evals_per_set
-            and wanted.get((r["method"], r["seed"], r["ipc"])) == (r.get("set_key"), canonical_json(_prefixed(r, "eval.")))]
+            and wanted.get((r["method"], r["seed"], r["ipc"], r.get("eval_model"))) == (r.get("set_key"),
+                                                                                     canonical_json(_prefixed(r, "eval.")))]
 
 
 def merge_runs(folders: list[Path | str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -179,29 +180,39 @@ def label_columns(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     """
     variants: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in records:
-        fields = column_fields(r)
-        variants.setdefault((r["dataset"], r["ipc"], r["method"]), {}).setdefault(canonical_json(fields), fields)
+        fields = _without_model(column_fields(r))
+        variants.setdefault(_block(r), {}).setdefault(canonical_json(fields), fields)
     suffixes, notes = {}, []
-    for (dataset, ipc, method), found in variants.items():
+    for (dataset, ipc, model, method), found in variants.items():
         if len(found) == 1:
-            suffixes[(dataset, ipc, method, *found)] = ""
+            suffixes[(dataset, ipc, model, method, *found)] = ""
             continue
         differing = sorted(k for k in set().union(*found.values())
                            if len({canonical_json(fields.get(k)) for fields in found.values()}) > 1)
         labels = [_suffix(differing, fields, i) for i, fields in enumerate(found.values(), 1)]
         if len(set(labels)) < len(labels):
             labels = [f"[{i}]" for i in range(1, len(labels) + 1)]
-        suffixes.update({(dataset, ipc, method, key): label for key, label in zip(found, labels)})
+        suffixes.update({(dataset, ipc, model, method, key): label for key, label in zip(found, labels)})
         parts = [f"{method} {label}: " + ", ".join(f"{k}={fields.get(k)}" for k in differing)
                  for label, fields in zip(labels, found.values())]
         notes.append(f"{SPLIT_NOTE}{dataset} IPC={ipc}: {method} records differ in {', '.join(differing)}, "
                      f"not merged: {'; '.join(parts)}")
     labelled = []
     for r in records:
-        suffix = suffixes[(r["dataset"], r["ipc"], r["method"], canonical_json(column_fields(r)))]
+        suffix = suffixes[(*_block(r), canonical_json(_without_model(column_fields(r))))]
         labelled.append({**r, "column": f"{r['method']} {suffix}".strip(),
                          "table_name": f"{r['table_name']} {suffix}".strip()})
     return labelled, notes
+
+
+def _block(record: dict[str, Any]) -> tuple:
+    """The table block a record belongs to: dataset, IPC, retrained architecture (a cross-architecture
+    table has a row per architecture), and its method."""
+    return record["dataset"], record["ipc"], record.get("eval_model"), record["method"]
+
+
+def _without_model(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "eval_model"}
 
 
 def _suffix(differing: list[str], fields: dict[str, Any], index: int) -> str:

@@ -48,7 +48,7 @@ class Replayed:
         if theta is not None and theta != current:
             warn(f"θ* key {current} differs from the recorded {theta}: the pretrained network will differ")
         stored = _recorded_set_keys(self.path.parent)
-        differing = sorted({m for (m, seed, ipc), (key, _) in plan.record_keys(dataset).items()
+        differing = sorted({m for (m, seed, ipc, _), (key, _) in plan.record_keys(dataset).items()
                             if stored.get((m, seed, ipc), key) != key})
         if differing:
             warn(f"condensed-set keys of {', '.join(differing)} differ from the recorded run's records "

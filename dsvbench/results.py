@@ -21,6 +21,8 @@ from .scores import add_scores, score_lines
 DDOF = 0
 STD_NOTE = "mean ± std over seeds × evals (population std, ddof 0)"
 GROUP_TITLES = {"selection": "coreset selection", "synthesis": "synthesis"}
+# Rows of a cross-architecture table in the DC paper's Table 2 order, then the others by name
+ARCHITECTURE_ORDER = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 
 
 def summarize(records: list[dict[str, Any]], reference_dataset: str | None = None,
@@ -34,14 +36,16 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     frame = pd.DataFrame(labelled)
     if "eval.augment" not in frame:   # records of older code
         frame["eval.augment"] = None
-    keys = ["dataset", "ipc", "group", "order", "method", "column", "table_name"]
+    if "eval_model" not in frame:
+        frame["eval_model"] = frame["model"] if "model" in frame else ""
+    keys = ["dataset", "ipc", "eval_model", "group", "order", "method", "column", "table_name"]
     summary = frame.groupby(keys, sort=False).agg(
         mean=("test_accuracy", "mean"), std=("test_accuracy", lambda s: s.std(ddof=DDOF)),
         n=("test_accuracy", "size"), seeds=("seed", "nunique"),
         build_seconds=("build_seconds", "mean"), retrain_seconds=("retrain_seconds", "mean"),
         peak_memory_mb=("peak_memory_mb", "max"), needs=("needs", "first"),
         eval_recipe=("eval.name", "first"), eval_epochs=("eval.epochs", "first"),
-        eval_augment=("eval.augment", "first"), eval_model=("eval_model", "first"),
+        eval_augment=("eval.augment", "first"),
     ).reset_index()
     for column in ("pretrained_agreement", "lambda_class_acc_pearson"):
         if column in frame:
@@ -55,12 +59,14 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     summary["reference_dataset"] = [reference_dataset or row.dataset for row in summary.itertuples()]
     first = {}
     for record in labelled:   # the records of one column share its recipes (label_columns splits them)
-        first.setdefault((record["dataset"], record["ipc"], record["column"]), record)
-    summary["changes"] = ["; ".join(deviations(first[(row.dataset, row.ipc, row.column)], row.reference_dataset,
-                                               notes)) for row in summary.itertuples()]
+        first.setdefault((record["dataset"], record["ipc"], record.get("eval_model", ""), record["column"]), record)
+    summary["changes"] = ["; ".join(deviations(first[(row.dataset, row.ipc, row.eval_model, row.column)],
+                                               row.reference_dataset, notes)) for row in summary.itertuples()]
     summary["group_rank"] = summary["group"].map({"selection": 0, "synthesis": 1}).fillna(2)
-    summary = summary.sort_values(["dataset", "ipc", "group_rank", "order", "method", "column"]).drop(
-        columns="group_rank").reset_index(drop=True)
+    summary["model_rank"] = [ARCHITECTURE_ORDER.index(m) if m in ARCHITECTURE_ORDER else len(ARCHITECTURE_ORDER)
+                             for m in summary["eval_model"]]
+    summary = summary.sort_values(["dataset", "ipc", "model_rank", "eval_model", "group_rank", "order", "method",
+                                   "column"], kind="stable").drop(columns=["group_rank", "model_rank"]).reset_index(drop=True)
     marks = mark_columns(list(dict.fromkeys((row.column, row.changes) for row in summary.itertuples())))
     summary["mark"] = [marks.get(row.column, "") if row.changes else "" for row in summary.itertuples()]
     return summary
@@ -110,11 +116,12 @@ def table_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     names = summary.drop_duplicates("column").set_index("column")
     header = ["", *[f"{names.loc[m, 'table_name']}" for m in methods]]
     rows = [["group", *[GROUP_TITLES.get(names.loc[m, "group"], names.loc[m, "group"]) for m in methods]]]
-    for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
+    cross = summary["eval_model"].nunique() > 1   # a cross-architecture table: a block per retrained architecture
+    for (dataset, ipc, model), block in summary.groupby(["dataset", "ipc", "eval_model"], sort=False):
         by_method = block.set_index("column")
         def line(label, fn):
             return [label, *[fn(by_method.loc[m]) if m in by_method.index else "" for m in methods]]
-        rows.append(line(f"{block_label(block)} IPC={ipc}: ours", lambda r: _cell(r["mean"], r["std"], r["n"], r["mark"])))
+        rows.append(line(f"{block_label(block)} IPC={ipc}{f' {model}' if cross else ''}: ours", lambda r: _cell(r["mean"], r["std"], r["n"], r["mark"])))
         references = _reference_rows(block, ipc)
         if block["paper_mean"].notna().any():
             rows.append(line(f"paper: {references[0][0]}", lambda r: _cell(r["paper_mean"], r["paper_std"])
@@ -150,8 +157,10 @@ def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
               "ρ(Σλ, class acc)"]
     rows = []
     grid = summary["ipc"].nunique() > 1   # an IPC grid: say which IPC each line is
+    cross = summary["eval_model"].nunique() > 1
     for row in summary.itertuples():
-        rows.append([f"{row.column} (IPC {row.ipc})" if grid else row.column, row.needs,
+        where = ", ".join(([f"IPC {row.ipc}"] if grid else []) + ([str(row.eval_model)] if cross else []))
+        rows.append([f"{row.column} ({where})" if where else row.column, row.needs,
                      f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
                      f"{row.peak_memory_mb:.0f}", _maybe(row, "pretrained_agreement", "{:.0f}"),
                      _maybe(row, "lambda_class_acc_pearson", "{:+.2f}")])
@@ -233,10 +242,12 @@ def render_latex(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 def render_latex_narrow(summary: pd.DataFrame, notes: list[str] = ()) -> str:
     """The same cells for one article column: a row per method, per dataset/IPC two columns (ours,
     the paper's), the retraining recipe of each column in the notes."""
-    blocks = list(summary.groupby(["dataset", "ipc"], sort=False))
+    blocks = list(summary.groupby(["dataset", "ipc", "eval_model"], sort=False))
+    cross = summary["eval_model"].nunique() > 1
     lines = [r"\begin{tabular}{l" + "cc" * len(blocks) + "}", r"\toprule",
-             " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{_tex(block_label(b))} / {ipc}}}"
-                                for (_, ipc), b in blocks) + r" \\",
+             " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{_tex(block_label(b))} / {ipc}"
+                                + (f" / {_tex(model)}" if cross else "") + "}"
+                                for (_, ipc, model), b in blocks) + r" \\",
              " ".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(blocks))),
              "Method" + " & ours & paper" * len(blocks) + r" \\", r"\midrule"]
     for column in dict.fromkeys(summary["column"]):

@@ -62,10 +62,10 @@ def add_scores(summary: pd.DataFrame, records: list[dict[str, Any]], full_data: 
     full_acc = {(_recipe(f), f["seed"]): f["test_accuracy"] for f in full_data}
     by_column: dict[tuple, list[dict[str, Any]]] = {}
     for r in labelled:
-        by_column.setdefault((r["dataset"], r["ipc"], r["column"]), []).append(r)
+        by_column.setdefault((r["dataset"], r["ipc"], r.get("eval_model"), r["column"]), []).append(r)
     values, unmatched = [], []
     for row in summary.itertuples():
-        column_records = by_column.get((row.dataset, row.ipc, row.column), [])
+        column_records = by_column.get((row.dataset, row.ipc, row.eval_model, row.column), [])
         scores = _column_scores(column_records, random_acc, full_acc, weight)
         values.append(scores)
         if randoms and np.isnan(scores["ior_mean"]):

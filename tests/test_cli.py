@@ -166,6 +166,28 @@ def test_ipc_grid_in_one_run_gives_a_row_per_ipc(tmp_path, capsys):
     assert "IPC=1" not in (out / "table.md").read_text()
 
 
+def test_cross_architecture_run_gives_a_row_per_architecture_from_one_set_each(tmp_path, capsys):
+    """--eval-model convnet mlp lenet: every set built once, retrained on each architecture; a table
+    block per architecture, a record each, scores against random of the same architecture."""
+    out = tmp_path / "cross"
+    assert main(["--dataset", "digits", "--methods", "random", "herding", "--seeds", "2", "--eval-model", "convnet",
+                 "mlp", "lenet", "--eval-epochs", "1", "--quiet", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    table = (out / "table.md").read_text()
+    for model in ("convnet", "mlp", "lenet"):
+        assert f"digits IPC=1 {model}: ours" in table
+    assert table.index("IPC=1 convnet") < table.index("IPC=1 mlp") < table.index("IPC=1 lenet")   # DC Table 2's order
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    assert sorted((r["method"], r["eval_model"]) for r in records) == sorted(
+        [(m, e) for m in ("random", "herding") for e in ("convnet", "mlp", "lenet") for _ in range(2)])
+    assert len({r["set_key"] for r in records if r["method"] == "herding"}) == 2          # one set per seed
+    assert len(list((tmp_path / "cache" / "sets").glob("herding-*.pt"))) == 2            # built once
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["eval_models"] == ["convnet", "mlp", "lenet"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 6 and summary["ior_mean"].notna().all()   # IOR within each architecture
+
+
 def test_a_grid_config_file_is_the_flags_and_is_stored(tmp_path, capsys):
     config = tmp_path / "grid.toml"
     config.write_text('dataset = "digits"\nmethods = ["random"]\nipc = [1, 2]\nseeds = 1\nquiet = true\n'

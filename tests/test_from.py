@@ -148,10 +148,11 @@ def test_records_missing_fields_are_named_and_counted_per_folder(capsys, tmp_pat
 # ---------------------------------------------------------------- the table filter (results layer)
 
 def test_select_records_keeps_only_the_runs_keys_and_evals():
-    wanted = {("dc", 0, 1): ("set0", {"name": "dc", "epochs": 300, "lr": 0.01})}
+    wanted = {("dc", 0, 1, "convnet"): ("set0", {"name": "dc", "epochs": 300, "lr": 0.01})}
     kept = record(seed=0)
     others = [record(seed=1), record(seed=0, set_key="old"), record(seed=0, **{"eval.epochs": 5}),
-              record(seed=0, eval_index=1), record(seed=0, ipc=10)]   # another IPC of a grid: its own key
+              record(seed=0, eval_index=1), record(seed=0, ipc=10),   # another IPC of a grid: its own key
+              record(seed=0, eval_model="mlp")]                        # another architecture: its own key
     assert select_records([kept, *others], wanted, evals_per_set=1) == [kept]
 
 
