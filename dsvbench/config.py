@@ -100,6 +100,13 @@ class EvalRecipe:
     extra_pass: bool = False         # Epoch + 1 passes (DC reference loop); False: Epoch passes
     lr_drop_lag: int = 0             # passes after int(epochs·lr_decay_at) before the drop (DC reference: 1)
     reset_at_drop: bool = False      # build the optimizer anew at the drop (DC reference: momentum from zero)
+    # Fields a set may change (stored, hashed and printed only when on, so the keys of every record made
+    # before they existed stay valid): lr_from_set — train at the set's learned learning rate (MTT's
+    # evaluation, ``args.lr_net = syn_lr``); soft_labels — train on the set's soft labels (cross-entropy
+    # against each image's label distribution, as DD-Ranking evaluates soft-label sets) when it has them.
+    lr_from_set: bool = False
+    soft_labels: bool = False
+    OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ("lr_from_set", "soft_labels")
 
     @property
     def passes(self) -> int:
@@ -112,7 +119,7 @@ class EvalRecipe:
         return int(self.epochs * self.lr_decay_at) + self.lr_drop_lag + 1
 
 
-EVAL_RECIPES = ("dc", "dsa", "dc_legacy", "dsv", "adam")
+EVAL_RECIPES = ("dc", "dsa", "mtt", "dc_legacy", "dsv", "adam")
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Models the DC reference trains with its 'crop_noise' strategy (``get_daparam``: ConvNetBN)
 BATCH_NORM_MODELS = ("convnet_bn",)
@@ -141,6 +148,9 @@ def eval_recipe(name: str, dataset: str, model: str | None = None, **overrides: 
     ``dsa``: the same loop with DSA's augmentation instead of DC's, 1000 epochs (Zhao & Bilen 2021's
     ``main.py``: ``args.dsa`` → 1000); strategy color_crop_cutout_flip_scale_rotate, without flip on
     digit datasets (``dsa_noflip``: the reference README's setting for MNIST and SVHN).
+    ``mtt``: ``dsa`` at the set's learned learning rate (MTT's ``distill.py`` evaluates with
+    ``args.lr_net = syn_lr``; a set without one is trained at 0.01, the rate MTT's experts used, and
+    its records say which rate was used).
     ``dc_legacy``: the suite's ``dc`` before it followed the reference's schedule: 300 epochs,
     ``Epoch`` passes, drop after pass ``Epoch/2``, momentum kept, and DC augmentation with the
     noise option ('crop_scale_rotate_noise') on MNIST-like data — kept to reproduce older tables.
@@ -157,6 +167,9 @@ def eval_recipe(name: str, dataset: str, model: str | None = None, **overrides: 
     elif name == "dsa":
         recipe = EvalRecipe("dsa", "sgd", lr=0.01, augment="dsa_noflip" if dataset in DIGIT_DATASETS else "dsa",
                             epochs=1000, **_DC_SCHEDULE)
+    elif name == "mtt":
+        recipe = EvalRecipe("mtt", "sgd", lr=0.01, augment="dsa_noflip" if dataset in DIGIT_DATASETS else "dsa",
+                            epochs=1000, lr_from_set=True, **_DC_SCHEDULE)
     elif name == "dc_legacy":
         recipe = EvalRecipe("dc_legacy", "sgd", lr=0.01,
                             augment="dc_noise" if dataset in DC_AUGMENTED_DATASETS else "none")
@@ -191,6 +204,7 @@ class BenchConfig:
     eval_recipe: str | None = None          # force one recipe on every column
     eval_epochs: int | None = None          # override the recipe's epoch count (reduced budget)
     eval_precision: str = "fp32"            # --eval-precision: EvalRecipe.precision of every column
+    eval_soft_labels: bool = False          # --eval-soft-labels: EvalRecipe.soft_labels of every column
     method_overrides: tuple[tuple[str, str, str], ...] = ()   # (method, field, value) from --set
     device: str = "cpu"
     jobs: int = 1
@@ -218,7 +232,9 @@ class BenchConfig:
 def to_dict(obj: Any) -> Any:
     """Dataclasses (nested) to plain JSON-able dicts."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        omit = getattr(obj, "OMIT_AT_DEFAULT", ())   # newer fields at their default: left out, old keys stay
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.name in omit and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj

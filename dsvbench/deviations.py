@@ -44,7 +44,8 @@ def deviations(record: dict[str, Any], dataset: str, notes: list[str] = ()) -> l
         if published is not None and name != published:
             changes.append(f"retrained with {name} (published: {published})")
         model = record.get("eval_model") if _present(record.get("eval_model")) else None
-        for field, default in to_dict(eval_recipe(name, dataset, model)).items():
+        defaults = eval_recipe(name, dataset, model)   # every field, those left out of keys at their default too
+        for field, default in ((f.name, getattr(defaults, f.name)) for f in dataclasses.fields(defaults)):
             value = record.get(f"eval.{field}")
             if field != "name" and _present(value) and not _same(value, default):
                 changes.append(f"retraining {field}={_show(value)} (default {_show(default)})")

@@ -53,6 +53,8 @@ class LoadedSet:
     labels: torch.Tensor
     scale: str                # how the values were read
     path: str
+    soft_labels: torch.Tensor | None = None   # N×classes, when the file has them
+    lr: float | None = None                   # a learned learning rate, when the file has one
 
 
 def file_digest(path: Path) -> str:
@@ -63,6 +65,20 @@ def file_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         digest.update(file_sha256(file).encode())
     return digest.hexdigest()[:16]
+
+
+def read_extras(path: Path) -> dict[str, np.ndarray]:
+    """The optional ``soft_labels`` (N×classes) and ``lr`` (a scalar) of a .pt / .npz set, without pickle."""
+    if path.is_dir():
+        return {}
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: np.asarray(archive[k]) for k in ("soft_labels", "lr") if k in archive.files}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        return {}
+    return {k: np.asarray(state[k].numpy() if torch.is_tensor(state[k]) else state[k])
+            for k in ("soft_labels", "lr") if k in state}
 
 
 def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +171,16 @@ def load_set(path: Path, dataset: ImageDataset, scale: str = "auto") -> LoadedSe
         std = torch.tensor(dataset.std).view(1, -1, 1, 1)
         tensor = (tensor - mean) / std
     order = torch.from_numpy(np.argsort(labels, kind="stable"))   # class-major, as the suite's sets
-    return LoadedSet(tensor[order].contiguous(), torch.from_numpy(labels)[order], how, str(path))
+    extras = read_extras(path)
+    soft, lr = extras.get("soft_labels"), extras.get("lr")
+    if soft is not None and (soft.shape != (len(labels), dataset.num_classes) or not np.all(np.isfinite(soft))):
+        raise UserError(f"{path}: soft_labels of shape {tuple(soft.shape)}; {len(labels)}×{dataset.num_classes} "
+                        "finite values are needed")
+    if lr is not None and (lr.size != 1 or not np.isfinite(lr).all() or float(lr.reshape(-1)[0]) <= 0):
+        raise UserError(f"{path}: lr must be one positive number (a learned learning rate)")
+    return LoadedSet(tensor[order].contiguous(), torch.from_numpy(labels)[order], how, str(path),
+                     None if soft is None else torch.from_numpy(soft.astype(np.float32))[order].contiguous(),
+                     None if lr is None else float(lr.reshape(-1)[0]))
 
 
 def _detect_scale(images: np.ndarray) -> str:
@@ -185,8 +210,10 @@ def build_external(ctx: BuildContext, recipe: ExternalRecipe) -> CondensedSet:
     state = torch.load(recipe.files[index], map_location="cpu", weights_only=True)
     if state.get("sha256") != recipe.sha256[index]:
         raise UserError(f"{recipe.files[index]} is not the converted set of sha256 {recipe.sha256[index]}")
+    soft, lr = state.get("soft_labels"), state.get("lr")
     return CondensedSet(state["images"].to(ctx.device), state["labels"].to(ctx.device),
-                        metadata={"source": state["source"], "sha256": state["sha256"], "read_as": state["read_as"]})
+                        metadata={"source": state["source"], "sha256": state["sha256"], "read_as": state["read_as"]},
+                        soft_labels=None if soft is None else soft.to(ctx.device), lr=None if lr is None else float(lr))
 
 
 def register_column(name: str, group: str) -> None:
@@ -215,6 +242,8 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
         "random (default dc)")
     add("--eval-model", help="architecture retrained on the sets (default the dataset's convnet)")
     add("--eval-epochs", type=int, help="retraining epochs (reduced budget; said in every output)")
+    add("--soft-labels", action="store_true", help="retrain on the sets' soft_labels (cross-entropy against each "
+        "image's label distribution, as DD-Ranking does); the files must hold a soft_labels array")
     add("--seeds", type=int, help="with one SET: retrain it for seeds 0 … N-1 (default 1)")
     add("--evals-per-set", type=int, default=1, help="fresh networks per set (the DC paper: 20)")
     add("--no-random", action="store_true", help="do not retrain random beside it (no IOR row)")
@@ -249,7 +278,9 @@ def evaluate_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     for loaded_set, digest in zip(loaded, digests):   # checked and normalized once, kept in the cache
         target = Path(args.cache_dir) / "evaluated" / f"{digest}-{loaded_set.scale}.pt"
         atomic_torch_save({"images": loaded_set.images, "labels": loaded_set.labels, "source": loaded_set.path,
-                           "sha256": digest, "read_as": loaded_set.scale}, target)
+                           "sha256": digest, "read_as": loaded_set.scale,
+                           **({"soft_labels": loaded_set.soft_labels} if loaded_set.soft_labels is not None else {}),
+                           **({"lr": loaded_set.lr} if loaded_set.lr is not None else {})}, target)
         converted.append(str(target.resolve()))
     argv = ["--dataset", args.dataset, "--data-root", args.data_root,
             "--methods", args.name, *([] if args.no_random else ["random"]),
@@ -264,7 +295,14 @@ def evaluate_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             argv += [flag, str(value)]
     argv += ["--scores"] if args.scores else []
     argv += ["--quiet"] if args.quiet else []
-    said = [f"{s.path}: {len(s.labels)} images ({ipc} per class), read as {SCALE_WORDS[s.scale]}" for s in loaded]
+    argv += ["--eval-soft-labels"] if args.soft_labels else []
+    if args.soft_labels and any(s.soft_labels is None for s in loaded):
+        raise UserError("--soft-labels: " + ", ".join(s.path for s in loaded if s.soft_labels is None)
+                        + " holds no soft_labels array")
+    said = [f"{s.path}: {len(s.labels)} images ({ipc} per class), read as {SCALE_WORDS[s.scale]}"
+            + (", with soft labels" if s.soft_labels is not None else "")
+            + (f", with a learned learning rate {s.lr:g} (used by --eval-recipe mtt)" if s.lr is not None else "")
+            for s in loaded]
     return argv, said
 
 

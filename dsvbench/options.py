@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"registered: {', '.join(preset_names())} (neurips = the NeurIPS 2024 version; recon = Haim et al. "
         "2022's reconstruction regime, docs/reconstruction.md); --set overrides it")
     add("--eval-epochs", type=int, help="retraining epochs (reduced budget; default: the recipe's)")
+    add("--eval-soft-labels", action="store_true", help="retrain every column on its sets' soft labels where they "
+        "have them (EvalRecipe.soft_labels; a changed recipe, marked in every output)")
     add("--eval-precision", choices=list(PRECISIONS), default="fp32",
         help="arithmetic of retraining and test evaluation: fp32 (default, exact), tf32 (CUDA: TF32 + cuDNN "
              "autotuning), bf16 (bfloat16 autocast); stored in every record's eval recipe")
@@ -152,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         methods=tuple(dict.fromkeys(methods)), seeds=seeds, ipc=ipcs[0], ipc_grid=tuple(ipcs) if len(ipcs) > 1 else (),
         evals_per_set=evals_per_set,
         eval_recipe=args.eval_recipe, eval_epochs=args.eval_epochs, eval_precision=args.eval_precision,
+        eval_soft_labels=args.eval_soft_labels,
         method_overrides=overrides,
         device=args.device, threads=args.threads, jobs=worker_count(args.jobs or 1, len(methods) * len(seeds), local=not args.scheduler),
         backend=args.backend, scheduler=args.scheduler,

@@ -75,6 +75,8 @@ def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str)
         overrides["epochs"] = config.eval_epochs
     if config.eval_precision != "fp32":
         overrides["precision"] = config.eval_precision
+    if config.eval_soft_labels:
+        overrides["soft_labels"] = True
     named = recipe.retrain if isinstance(recipe, NamesRetraining) else None
     name = config.eval_recipe or named or spec.eval_recipe
     return eval_recipe(name, dataset_name, config.retrain_model, **overrides)

@@ -54,6 +54,9 @@ def set_problem(condensed: CondensedSet, image_shape: list[int], num_classes: in
         return "holds non-finite images (nan or inf)"
     if weights is not None and (weights.shape[0] != len(images) or not torch.isfinite(weights).all()):
         return "holds weights that do not match its images or are not finite"
+    soft = condensed.soft_labels
+    if soft is not None and (soft.shape != (len(images), num_classes) or not torch.isfinite(soft).all()):
+        return f"holds soft labels of shape {tuple(soft.shape)}, not {len(images)}×{num_classes} finite values"
     return None
 
 
@@ -62,13 +65,15 @@ def set_digest(state: dict[str, Any], claims: dict[str, Any] | None = None) -> s
     stored beside it in the cache and checked on load: a well-formed but altered set is rebuilt,
     never used."""
     digest = hashlib.sha256()
-    for name in ("images", "labels", "weights"):
+    for name in ("images", "labels", "weights", *(k for k in ("soft_labels",) if state.get(k) is not None)):
         value = state.get(name)
         digest.update(name.encode())
         if value is not None:
             digest.update(str((value.dtype, tuple(value.shape))).encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps(state.get("metadata", {}), sort_keys=True, default=str).encode())
+    if state.get("lr") is not None:
+        digest.update(repr(float(state["lr"])).encode())
     if claims is not None:
         digest.update(json.dumps(claims, sort_keys=True).encode())
     return digest.hexdigest()

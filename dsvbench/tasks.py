@@ -88,17 +88,23 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
         class_accuracy = diagnostics.pop("theta_class_test_accuracy", None)   # Fig. 4, kept in the set's json
         _export_set(out / "sets" / (f"ipc{config.ipc}" if config.ipc_grid else ""), job, condensed, dataset, key,
                     class_accuracy)
-        infos.append({**build_info, **diagnostics})
-        images, labels = condensed.images.to(device), condensed.labels.to(device)
+        soft = evaluation.soft_labels and condensed.soft_labels is not None   # the recipe asks, the set has them
+        learned = evaluation.lr_from_set and condensed.lr is not None
+        infos.append({**build_info, **diagnostics, "retrain_lr": condensed.lr if learned else evaluation.lr,
+                      "retrain_lr_from": "set" if learned else "recipe",
+                      **({"retrain_soft_labels": soft} if evaluation.soft_labels else {})})
+        images = condensed.images.to(device)
+        labels = (condensed.soft_labels if soft else condensed.labels).to(device)
         items += [(job, key, ekey, e, images, labels, infos[-1]) for e in pending]
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "retrain", e)) for job, _, _, e, *_ in items]
     models = [create_model(config.retrain_model, dataset.shape, g).to(device) for g in generators]
     sets = [(item[4], item[5]) for item in items]
+    lrs = [item[6]["retrain_lr"] for item in items]
     seeds = ",".join(str(s) for s in dict.fromkeys(job.seed for job, *_ in items))
     with progress_bar(total=retrain_passes(models, sets, evaluation), disable=not progress, unit="pass",
                       desc=f"retrain {spec.name} seed {seeds} ({len(models)} models, {evaluation.name})") as bar:
         results = retrain_population(models, generators, sets, dataset.test_x.to(device), dataset.test_y.to(device),
-                                     evaluation, on_epoch=bar.update if progress else None)
+                                     evaluation, on_epoch=bar.update if progress else None, lrs=lrs)
     records = []
     for (job, key, ekey, eval_index, _, _, info), result in zip(items, results):
         record = {

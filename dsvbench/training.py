@@ -42,9 +42,11 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
              on_batch: Callable[[int], None] | None = None) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent (soft labels, K×classes, count their most likely class)."""
     if len(labels) == 0:
         return float("nan")
+    if labels.is_floating_point():
+        labels = labels.argmax(1)
     predictions = predict(model, images, batch_size, on_batch).argmax(1)
     return 100.0 * (predictions == labels).float().mean().item()
 
@@ -155,8 +157,11 @@ def numeric_precision(precision: str, device: torch.device) -> Iterator[None]:
 
 def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
             test_labels: torch.Tensor, recipe: EvalRecipe, generator: torch.Generator,
-            on_epoch: Callable[[int], None] | None = None) -> RetrainResult:
-    """Train a fresh ``model`` on a condensed set and measure accuracy on the real test set."""
+            on_epoch: Callable[[int], None] | None = None, lr: float | None = None) -> RetrainResult:
+    """Train a fresh ``model`` on a condensed set and measure accuracy on the real test set; ``lr``
+    (a set's learned rate) replaces the recipe's; ``labels`` may be soft (K×classes)."""
+    if lr is not None and lr != recipe.lr:
+        recipe = dataclasses.replace(recipe, lr=lr)
     start = time.perf_counter()
     with numeric_precision(recipe.precision, images.device):
         final_loss = train_on_set(model, images, labels, recipe, generator, on_epoch)
@@ -168,17 +173,21 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
 def retrain_population(models: list[nn.Module], generators: list[torch.Generator],
                        sets: list[tuple[torch.Tensor, torch.Tensor]], test_images: torch.Tensor,
                        test_labels: torch.Tensor, recipe: EvalRecipe,
-                       on_epoch: Callable[[], None] | None = None) -> list[RetrainResult]:
+                       on_epoch: Callable[[], None] | None = None,
+                       lrs: list[float] | None = None) -> list[RetrainResult]:
     """Retrain model m on set m (all of one column: seeds × evals): one stacked population per
     set size when the architecture allows it, else one after another; the numbers agree.
-    ``on_epoch()`` after every pass of every population (or model): :func:`retrain_passes` in all."""
+    ``on_epoch()`` after every pass of every population (or model): :func:`retrain_passes` in all.
+    ``lrs``: model m's learning rate (sets with a learned one), else the recipe's for all."""
     from .vectorized import supports_stacking
     tick = (lambda _: on_epoch()) if on_epoch is not None else None
+    if lrs is not None and all(lr == recipe.lr for lr in lrs):
+        lrs = None   # the recipe's rate for everyone: the plain path, bit for bit
     if not supports_stacking(models[0]):
-        return [retrain(m, x, y, test_images, test_labels, recipe, g, tick)
-                for m, g, (x, y) in zip(models, generators, sets)]
+        return [retrain(m, x, y, test_images, test_labels, recipe, g, tick, None if lrs is None else lrs[i])
+                for i, (m, g, (x, y)) in enumerate(zip(models, generators, sets))]
     with numeric_precision(recipe.precision, test_images.device):
-        return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, tick)
+        return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, tick, lrs)
 
 
 def retrain_passes(models: list[nn.Module], sets: list[tuple[torch.Tensor, torch.Tensor]], recipe: EvalRecipe) -> int:
@@ -188,7 +197,8 @@ def retrain_passes(models: list[nn.Module], sets: list[tuple[torch.Tensor, torch
     return groups * recipe.passes
 
 
-def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, on_epoch=None) -> list[RetrainResult]:
+def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, on_epoch=None,
+                     lrs=None) -> list[RetrainResult]:
     from .vectorized import evaluate_stacked, train_stacked
     results: list[RetrainResult | None] = [None] * len(models)
     for size in sorted({len(y) for _, y in sets}):
@@ -196,7 +206,7 @@ def _retrain_stacked(models, generators, sets, test_images, test_labels, recipe,
         start = time.perf_counter()
         group = [models[i] for i in members]
         train_stacked(group, [sets[i][0] for i in members], [sets[i][1] for i in members], recipe,
-                      [generators[i] for i in members], on_epoch)
+                      [generators[i] for i in members], on_epoch, None if lrs is None else [lrs[i] for i in members])
         test = evaluate_stacked(group, test_images, test_labels, recipe.test_batch_size)
         seconds = (time.perf_counter() - start) / len(members)
         for i, accuracy_ in zip(members, test):

@@ -32,10 +32,11 @@ def supports_stacking(model: nn.Module) -> bool:
 
 def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Tensor],
                   labels: torch.Tensor | list[torch.Tensor], recipe: EvalRecipe,
-                  generators: list[torch.Generator], on_epoch: Callable[[int], None] | None = None) -> None:
+                  generators: list[torch.Generator], on_epoch: Callable[[int], None] | None = None,
+                  lrs: list[float] | None = None) -> None:
     """Train ``models`` (same architecture) in place, each with its own generator — on one shared
     set (tensors) or each on its own set (lists, one per model, all of the same size);
-    ``on_epoch(pass)`` after every pass (progress)."""
+    ``on_epoch(pass)`` after every pass (progress); ``lrs``: a learning rate per model (SGD / SAM)."""
     if len(models) != len(generators):
         raise ValueError("one generator per model is needed")
     sets_x = images if isinstance(images, (list, tuple)) else [images] * len(models)
@@ -51,7 +52,11 @@ def train_stacked(models: list[nn.Module], images: torch.Tensor | list[torch.Ten
 
     gradients = vmap(grad(loss), in_dims=(0, 0, 0, 0))
     momentum: Stacked = {}
-    lr = recipe.lr
+    lr: float | torch.Tensor = recipe.lr
+    if lrs is not None:
+        if recipe.optimizer == "adam":
+            raise ValueError("a learning rate per model is supported for SGD and SAM, not Adam")
+        lr = torch.tensor(lrs, dtype=next(iter(params.values())).dtype, device=next(iter(params.values())).device)
     size = len(sets_y[0])
     for epoch in range(recipe.passes):
         if epoch == recipe.drop_pass:     # as training.drop_learning_rate
@@ -128,14 +133,14 @@ def _sam_gradients(params, buffers, grads, inputs, targets, rho, gradients):
 
 
 @torch.no_grad()
-def _sgd_step(params: Stacked, grads: Stacked, momentum: Stacked, lr: float, beta: float, weight_decay: float) -> None:
+def _sgd_step(params: Stacked, grads: Stacked, momentum: Stacked, lr: float | torch.Tensor, beta: float, weight_decay: float) -> None:
     """torch.optim.SGD's update (dampening 0, no Nesterov) on stacked tensors."""
     for name, parameter in params.items():
         step = grads[name] + weight_decay * parameter
         if beta:
             momentum[name] = step.clone() if name not in momentum else momentum[name].mul_(beta).add_(step)
             step = momentum[name]
-        parameter.sub_(lr * step)
+        parameter.sub_((lr.view(-1, *[1] * (parameter.dim() - 1)) if isinstance(lr, torch.Tensor) else lr) * step)
 
 
 @torch.no_grad()

@@ -134,3 +134,27 @@ def test_the_evaluated_column_is_not_left_in_the_registry(tmp_path, capsys):
     bad = _npz(tmp_path / "bad.npz", np.zeros((10, 7, 8), dtype=np.float32), np.arange(10))
     assert evaluate(capsys, bad, *DIGITS, "--name", "failing", "--out", tmp_path / "f")[0] == 2
     assert "passing" not in METHODS and "failing" not in METHODS
+
+
+def test_soft_labels_and_a_learned_rate_are_read_used_and_said(tmp_path, capsys):
+    """An .npz with soft_labels and lr: --soft-labels retrains on the distributions (a changed recipe,
+    marked), --eval-recipe mtt at the set's rate; a file without soft labels is refused for --soft-labels."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    picks = [int(np.flatnonzero(digits.target == c)[0]) for c in range(10)]
+    images, labels = (digits.images[picks] * 255 / 16).round().astype(np.uint8), digits.target[picks]
+    soft = np.full((10, 10), 0.02, dtype=np.float32)
+    soft[np.arange(10), labels] = 0.82
+    np.savez(tmp_path / "soft.npz", images=images, labels=labels, soft_labels=soft, lr=np.float32(0.03))
+    np.savez(tmp_path / "hard.npz", images=images, labels=labels)
+    code, out, _ = evaluate(capsys, tmp_path / "soft.npz", *DIGITS, "--soft-labels", "--eval-recipe", "mtt",
+                            "--no-random", "--out", tmp_path / "eval", "--cache-dir", tmp_path / "cache")
+    assert code == 0, out
+    assert "with soft labels" in out and "learned learning rate 0.03" in out
+    record = json.loads(next((tmp_path / "eval" / "records").glob("external-seed0-*.json")).read_text())
+    assert record["retrain_soft_labels"] is True and record["retrain_lr_from"] == "set"
+    assert record["retrain_lr"] == pytest.approx(0.03) and record["eval.soft_labels"] is True
+    assert "retraining soft_labels=True (default False)" in (tmp_path / "eval" / "table.md").read_text()
+    code, out, err = evaluate(capsys, tmp_path / "hard.npz", *DIGITS, "--soft-labels", "--out", tmp_path / "e2",
+                              "--cache-dir", tmp_path / "cache")
+    assert code == 2 and "holds no soft_labels array" in err and not (tmp_path / "e2").exists()

@@ -41,11 +41,17 @@ class AccessDenied(RuntimeError):
 
 @dataclass
 class CondensedSet:
-    """IPC images per class in the normalized input space, with labels and optional weights."""
+    """IPC images per class in the normalized input space, with labels and optional weights.
+
+    A set may also carry ``soft_labels`` (K×classes, a label distribution per image; retraining uses
+    them when its recipe has ``soft_labels=True``) and a learned learning rate ``lr`` (MTT's; retraining
+    uses it when its recipe has ``lr_from_set=True``)."""
     images: torch.Tensor                 # K×C×H×W
     labels: torch.Tensor                 # K (long)
     weights: torch.Tensor | None = None  # K, e.g. DeepKKT's λ
     metadata: dict[str, Any] = field(default_factory=dict)
+    soft_labels: torch.Tensor | None = None   # K×classes
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
@@ -53,15 +59,27 @@ class CondensedSet:
                              f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}")
         if not torch.isfinite(self.images).all():
             raise MethodFailed("condensed set contains NaN/Inf pixels")
+        if self.soft_labels is not None and (self.soft_labels.shape[0] != len(self.images)
+                                             or self.soft_labels.ndim != 2 or not torch.isfinite(self.soft_labels).all()):
+            raise MethodFailed(f"soft labels of shape {tuple(self.soft_labels.shape)} for {len(self.images)} images")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise MethodFailed(f"learned learning rate {self.lr} is not a positive number")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
-                "weights": None if self.weights is None else self.weights.detach().cpu(),
-                "metadata": self.metadata}
+        state = {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
+                 "weights": None if self.weights is None else self.weights.detach().cpu(),
+                 "metadata": self.metadata}
+        if self.soft_labels is not None:   # only when present: the files (and digests) of other sets are as before
+            state["soft_labels"] = self.soft_labels.detach().cpu()
+        if self.lr is not None:
+            state["lr"] = float(self.lr)
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "CondensedSet":
-        return cls(state["images"], state["labels"], state.get("weights"), dict(state.get("metadata", {})))
+        lr = state.get("lr")
+        return cls(state["images"], state["labels"], state.get("weights"), dict(state.get("metadata", {})),
+                   state.get("soft_labels"), None if lr is None else float(lr))
 
 
 ProgressFn = Callable[..., None]
