@@ -24,6 +24,11 @@ rows shown under it: (dataset, ipc) -> [(source, {method id: (mean, std)})].
 * "MTT Table 1" for ``mtt``: Cazenavette et al. (CVPR 2022), Table 1 (ConvNet, ZCA on CIFAR), CIFAR-10
   and CIFAR-100 at IPC 1/10/50, read from the copies in the AutoPalette and InfoUtil tables (they
   agree; PAD's copy differs in the last digit of three cells).
+* ``PUBLISHED_ONLY``: cells of what the suite does not run, said under the table ("published, not run
+  here"): DC Table 1's LD column (MNIST, CIFAR-10; KIP's copy) and the ConvNet's whole-dataset accuracy
+  on CIFAR-10 / CIFAR-100 (the PAD paper's table).  The DC paper's random / herding / forgetting cells
+  beyond IPC 1 on MNIST, Fashion-MNIST and SVHN, and its whole-dataset row for them, could not be
+  read from any copy here: they stay out rather than be entered from memory.
 No cell of these papers was read from the paper itself here; docs/sources.md says so.
 """
 from __future__ import annotations
@@ -98,6 +103,25 @@ _NEWER = {
 for (_method, _source), _cells in _NEWER.items():
     for _cell, (_mean, _std) in _cells.items():
         REFERENCES.setdefault(_cell, {})[_method] = (_mean, _std, _source)
+
+
+# Published cells of what the suite does not run, said under a block ("published, not run here"):
+# DC Table 1's LD (label distillation, Bohdal et al. 2020; AlexNet) column, read from the KIP paper's
+# copy of it, and the whole-dataset accuracy of the ConvNet, read from the PAD paper's table (CIFAR).
+PUBLISHED_ONLY: dict[tuple[str, int], list[tuple[str, float, float, str]]] = {
+    ("mnist", 1): [("LD", 60.9, 3.2, "DC Table 1")], ("mnist", 10): [("LD", 87.3, 0.7, "DC Table 1")],
+    ("mnist", 50): [("LD", 93.3, 0.3, "DC Table 1")],
+    ("cifar10", 1): [("LD", 25.7, 0.7, "DC Table 1")], ("cifar10", 10): [("LD", 38.3, 0.4, "DC Table 1")],
+    ("cifar10", 50): [("LD", 42.5, 0.4, "DC Table 1")],
+}
+for _ipc in (1, 10, 50):
+    PUBLISHED_ONLY.setdefault(("cifar10", _ipc), []).append(("whole dataset", 84.8, 0.1, "PAD Table 1"))
+    PUBLISHED_ONLY.setdefault(("cifar100", _ipc), []).append(("whole dataset", 56.2, 0.3, "PAD Table 1"))
+
+
+def published_only(dataset: str, ipc: int) -> list[tuple[str, float, float, str]]:
+    """(what, mean, std, source) of the published cells of (dataset, ipc) that no column of the suite runs."""
+    return list(PUBLISHED_ONLY.get((dataset, ipc), []))
 
 
 def register_reference(method: str, source: str, cells: dict[tuple[str, int], tuple[float, float]]) -> None:

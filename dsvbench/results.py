@@ -15,7 +15,7 @@ from tabulate import tabulate
 from .atomic import atomic_write_json, atomic_write_text
 from .deviations import deviations, mark_columns
 from .records import label_columns
-from .references import reference_for, reference_rows
+from .references import published_only, reference_for, reference_rows
 from .scores import add_scores, score_lines
 
 DDOF = 0
@@ -76,6 +76,17 @@ def block_label(block: pd.DataFrame) -> str:
     """A dataset/IPC block's dataset name: the dataset the data stands for (``--reference-dataset``,
     e.g. ``cifar10`` for a JPEG folder of it) when given, else the data's own name."""
     return str(block["reference_dataset"].iloc[0] if "reference_dataset" in block else block["dataset"].iloc[0])
+
+
+def published_lines(summary: pd.DataFrame) -> list[str]:
+    """Per dataset/IPC block, the published cells of what the suite does not run (LD, the whole dataset)."""
+    lines = []
+    for (dataset, ipc), block in summary.groupby(["dataset", "ipc"], sort=False):
+        cells = published_only(block_label(block), int(ipc))
+        if cells:
+            lines.append(f"published, not run here, {block_label(block)} IPC={ipc}: " + "; ".join(
+                f"{what} {mean:.1f} ± {std:.1f} ({source})" for what, mean, std, source in cells))
+    return lines
 
 
 def mark_lines(summary: pd.DataFrame) -> list[str]:
@@ -195,7 +206,8 @@ def protocol_note(summary: pd.DataFrame) -> list[str]:
 
 
 def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
+    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary),
+             *published_lines(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     parts = [tabulate(rows, header, tablefmt="simple"), "", tabulate(drows, dheader, tablefmt="simple"),
@@ -204,7 +216,8 @@ def render_text(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def render_markdown(summary: pd.DataFrame, notes: list[str] = ()) -> str:
-    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary)]
+    notes = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary),
+             *published_lines(summary)]
     header, rows = table_rows(summary)
     dheader, drows = details_rows(summary)
     notes_md = "".join(f"\n- {n}" for n in (STD_NOTE, *notes))
@@ -265,7 +278,8 @@ def render_latex_narrow(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def _latex_notes(summary: pd.DataFrame, notes: list[str]) -> list[str]:
-    every = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary), STD_NOTE]
+    every = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary),
+             *published_lines(summary), STD_NOTE]
     return [rf"\par{{\footnotesize {_tex(note)}}}" for note in every]
 
 

@@ -148,3 +148,9 @@ def test_a_plug_in_registers_its_published_figures():
         assert "| paper: Mine Table 2" in render_markdown(summary)
     finally:
         REFERENCES[("cifar10", 1)].pop("mymethod")
+
+
+def test_published_cells_of_what_is_not_run_are_said_under_the_block():
+    text = render_markdown(summarize(RECORDS))
+    assert "published, not run here, cifar10 IPC=1: LD 25.7 ± 0.7 (DC Table 1); whole dataset 84.8 ± 0.1" in text
+    assert "published, not run here" in render_latex(summarize(RECORDS))
