@@ -163,3 +163,7 @@ def describe_method(name: str) -> str:
     if hooks:
         lines += ["", "hooks: " + "; ".join(hooks)]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":   # python -m dsvbench.cli, as the dsvbench console script
+    sys.exit(main())

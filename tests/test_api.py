@@ -104,3 +104,30 @@ def test_a_plug_ins_source_is_recorded_like_dsvbenchs_own(tmp_path, monkeypatch)
     assert all("method_source" not in r for r in results.records if r["method"] == "random")   # dsvbench's own
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert list(info["method_sources"]) == ["plugged-for-test"]
+
+
+@pytest.mark.slow
+def test_the_readme_evaluate_section_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Its three shell lines (the script path made absolute: the test runs in a scratch folder) and its
+    three lines of Python; both score the class-mean set beside random, the same accuracies."""
+    import shlex
+    import subprocess
+    import sys
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Evaluate your own set"):text.index("## Examples")]
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(shell) == 3 and len(python.strip().splitlines()) == 3
+    monkeypatch.chdir(tmp_path)
+    for line in shell:
+        argv = shlex.split(line.split("#")[0].replace("benchmarks/", f"{ROOT}/benchmarks/"))
+        argv = [sys.executable, "-m", "dsvbench.cli", *argv[1:]] if argv[0] == "dsvbench" else argv
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert "class-mean" in done.stdout and "random" in done.stdout          # cat table.md
+    exec(compile(python, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "class-mean" in printed and "IOR" in printed
+    cli = sorted(json.loads(p.read_text())["test_accuracy"] for p in (tmp_path / "results" / "evaluate-demo" / "records").glob("class-mean-*.json"))
+    api = sorted(json.loads(p.read_text())["test_accuracy"] for p in (tmp_path / "results" / "evaluate-py" / "records").glob("class-mean-*.json"))
+    assert cli == api and len(cli) == 5
