@@ -82,17 +82,12 @@ class DCRecipe:
     dsa_strategy: str = DEFAULT_STRATEGY
 
     def __post_init__(self) -> None:
-        if self.init not in ("real", "noise"):
-            raise UserError(f"dc.init={self.init!r} is not valid; choose real or noise")
+        check_init_and_strategy("dc", self.init, self.dsa_strategy)
         for name in ("iterations", "batch_real", "batch_train"):
             if getattr(self, name) < 1:
                 raise UserError(f"dc.{name} must be >= 1, got {getattr(self, name)}")
         if self.outer_loop < 0 or self.inner_loop < 0:
             raise UserError("dc.outer_loop and dc.inner_loop must be >= 0 (0 = by IPC)")
-        try:
-            parse_strategy(self.dsa_strategy)
-        except ValueError as error:
-            raise UserError(f"dc.dsa_strategy: {error}") from None
 
     @property
     def retrain(self) -> str:
@@ -103,6 +98,18 @@ class DCRecipe:
     def loops(self, ipc: int) -> tuple[int, int]:
         nearest = min(LOOPS, key=lambda tabulated: (abs(tabulated - ipc), tabulated))
         return self.outer_loop or ipc, self.inner_loop or LOOPS[nearest][1]
+
+
+def check_init_and_strategy(method: str, init: str, strategy: str) -> None:
+    """The two fields DC, DM and MTT share: ``init`` real | noise, and a DSA strategy (``none``: no
+    augmentation); a bad value is one :class:`UserError` line naming the field."""
+    if init not in ("real", "noise"):
+        raise UserError(f"{method}.init={init!r} is not valid; choose real or noise")
+    if strategy != "none":
+        try:
+            parse_strategy(strategy)
+        except ValueError as error:
+            raise UserError(f"{method}.dsa_strategy: {error}") from None
 
 
 def layer_distance(grad_syn: torch.Tensor, grad_real: torch.Tensor) -> torch.Tensor:

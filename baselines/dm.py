@@ -27,11 +27,10 @@ from typing import ClassVar
 
 import torch
 
-from dsvbench.augment import DEFAULT_STRATEGY, dsa_siamese, parse_strategy
-from dsvbench.baselines.dc import class_sampler, initial_images
+from dsvbench.augment import DEFAULT_STRATEGY, dsa_siamese
+from dsvbench.baselines.dc import check_init_and_strategy, class_sampler, initial_images
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
-from dsvbench.registry import UserError
 
 LOG_EVERY = 100   # iterations between progress reports / finiteness checks (host syncs)
 
@@ -56,13 +55,7 @@ class DMRecipe:
     dsa_strategy: str = DEFAULT_STRATEGY
 
     def __post_init__(self) -> None:
-        if self.init not in ("real", "noise"):
-            raise UserError(f"dm.init={self.init!r} is not valid; choose real or noise")
-        if self.dsa_strategy != "none":
-            try:
-                parse_strategy(self.dsa_strategy)
-            except ValueError as error:
-                raise UserError(f"dm.dsa_strategy: {error}") from None
+        check_init_and_strategy("dm", self.init, self.dsa_strategy)
 
     @property
     def retrain(self) -> str:

@@ -42,13 +42,12 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from dsvbench.atomic import CacheMismatch, atomic_torch_save, check_claims, load_cache_file
-from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment, parse_strategy
-from dsvbench.baselines.dc import class_sampler
+from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment
+from dsvbench.baselines.dc import check_init_and_strategy, class_sampler
 from dsvbench.config import config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.models import create_model
 from dsvbench.ranges import MAX_SIZE, POSITIVE, Range, count
-from dsvbench.registry import UserError
 
 LOG_EVERY = 50   # updates between progress reports / finiteness checks (host syncs)
 
@@ -86,12 +85,7 @@ class MTTRecipe:
     dsa_strategy: str = DEFAULT_STRATEGY
 
     def __post_init__(self) -> None:
-        if self.init not in ("real", "noise"):
-            raise UserError(f"mtt.init={self.init!r} is not valid; choose real or noise")
-        try:
-            parse_strategy(self.dsa_strategy)
-        except ValueError as error:
-            raise UserError(f"mtt.dsa_strategy: {error}") from None
+        check_init_and_strategy("mtt", self.init, self.dsa_strategy)
 
     @property
     def retrain(self) -> str:
