@@ -280,7 +280,7 @@ def render_latex_narrow(summary: pd.DataFrame, notes: list[str] = ()) -> str:
 def _latex_notes(summary: pd.DataFrame, notes: list[str]) -> list[str]:
     every = [*mark_lines(summary), *notes, *summary.attrs.get("notes", []), *protocol_note(summary),
              *published_lines(summary), STD_NOTE]
-    return [rf"\par{{\footnotesize {_tex(note)}}}" for note in every]
+    return [r"\par\smallskip"] + [rf"\par{{\footnotesize {_tex(note)}}}" for note in every]
 
 
 # LaTeX for the characters the tables and notes use (pdflatex reads only ASCII safely)

@@ -154,3 +154,18 @@ def test_published_cells_of_what_is_not_run_are_said_under_the_block():
     text = render_markdown(summarize(RECORDS))
     assert "published, not run here, cifar10 IPC=1: LD 25.7 ± 0.7 (DC Table 1); whole dataset 84.8 ± 0.1" in text
     assert "published, not run here" in render_latex(summarize(RECORDS))
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="pdflatex is not installed here")
+@pytest.mark.parametrize("render", [render_latex, render_latex_narrow])
+def test_the_latex_of_a_reduced_run_compiles_with_booktabs(tmp_path, render):
+    import subprocess
+    changed = _reduced(RECORDS[2:4], **{"recipe.iterations": 40, "eval.epochs": 20})
+    (tmp_path / "table.tex").write_text(render(summarize(RECORDS[:2] + changed + RECORDS[4:]),
+                                               ["REDUCED/CHANGED BUDGET: retraining for 20 epochs; run with --scores"]))
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}"
+                                      "\\input{table.tex}\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
