@@ -377,3 +377,16 @@ def test_methods_all_is_table_1_and_new_baselines_run_by_name():
     table1 = ["random", "herding", "forgetting", "dsvs", "dd", "dc", "dsvg"]
     assert expand_methods(["all"]) == table1
     assert expand_methods(["all", "dm", "kcenter", "dc"]) == table1 + ["dm", "kcenter"]
+
+
+def test_dm_seeds_in_one_vmapped_pass_follow_their_single_seed_runs():
+    from dsvbench.baselines.dm import build_dm, build_dm_many
+    from dsvbench.methods import METHODS
+    from dsvbench.testing import tiny_context, tiny_dataset
+    data = tiny_dataset()
+    recipe = METHODS.get("dm").make_recipe("digits", {"iterations": "5", "batch_real": "8"})
+    together = build_dm_many([tiny_context(data, "dm", seed=s) for s in (0, 1, 2)], recipe)
+    for seed, batched in zip((0, 1, 2), together):
+        alone = build_dm(tiny_context(data, "dm", seed=seed), recipe)
+        assert torch.allclose(batched.images, alone.images, atol=1e-5)
+    assert not torch.allclose(together[0].images, together[1].images)
