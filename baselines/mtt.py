@@ -39,14 +39,15 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch.func import functional_call, vmap
+from torch.func import grad as torch_grad
 
 from dsvbench.atomic import CacheMismatch, atomic_torch_save, check_claims, load_cache_file
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment
 from dsvbench.baselines.dc import check_init_and_strategy, class_sampler
 from dsvbench.config import config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
-from dsvbench.models import create_model
+from dsvbench.models import create_model, has_batch_norm
 from dsvbench.ranges import MAX_SIZE, POSITIVE, Range, count
 
 LOG_EVERY = 50   # updates between progress reports / finiteness checks (host syncs)
@@ -169,20 +170,84 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().numpy().tobytes() + str(tuple(tensor.shape)).encode()).hexdigest()
 
 
+def build_mtt_many(contexts: list[BuildContext], recipe: MTTRecipe) -> list[CondensedSet]:
+    """All seeds in one pass per update: seed s draws its expert, start epoch, minibatches and DSA
+    parameters from its own generator in :func:`build_mtt`'s order; the student steps are one ``vmap``
+    over the seeds of ``torch.func.grad`` (differentiable by the outer backward), and both SGD updates
+    are element-wise, so seed s follows its single-seed run (tested).  The experts are shared.  On the
+    CPU the seeds are built one by one (``batched_on_cpu=False``)."""
+    ctx, seeds = contexts[0], len(contexts)
+    skeleton = create_model(ctx.model_name, ctx.shape).to("meta")
+    if has_batch_norm(skeleton):   # running statistics are updated in place: not under vmap
+        return [build_mtt(c, recipe) for c in contexts]
+    buffer = experts(ctx, recipe)
+    images = torch.stack([_initial(c, recipe) for c in contexts]).requires_grad_(True)
+    labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
+    syn_lr = torch.full((seeds,), recipe.lr_teacher, device=ctx.device, requires_grad=True)
+    image_optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=0.5)
+    lr_optimizer = torch.optim.SGD([syn_lr], lr=recipe.lr_lr, momentum=0.5)
+    shapes = {name: p.shape for name, p in skeleton.named_parameters()}
+    batch = recipe.batch_syn or len(labels)
+
+    def student_loss(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(skeleton, unflatten(params, shapes), (x,)), y)
+    step = vmap(torch_grad(student_loss))
+    updates, history = recipe.iterations + 1, []
+    for iteration in range(updates):
+        begins, targets = [], []
+        for c in contexts:
+            trajectory = buffer[int(torch.randint(len(buffer), (1,), generator=c.generator))]
+            start = int(torch.randint(recipe.max_start_epoch, (1,), generator=c.generator))
+            begins.append(trajectory[start])
+            targets.append(trajectory[start + recipe.expert_epochs])
+        begin, target = torch.stack(begins).to(ctx.device), torch.stack(targets).to(ctx.device)
+        params, chunks = begin.clone().requires_grad_(True), [[] for _ in contexts]
+        for _ in range(recipe.syn_steps):
+            inputs, ys = [], []
+            for s, c in enumerate(contexts):
+                if not chunks[s]:
+                    chunks[s] = list(torch.randperm(len(labels), generator=c.generator).split(batch))
+                chosen = chunks[s].pop().to(ctx.device)
+                inputs.append(dsa_augment(images[s][chosen], c.generator, strategy=recipe.dsa_strategy))
+                ys.append(labels[chosen])
+            params = params - syn_lr.view(-1, 1) * step(params, torch.stack(inputs), torch.stack(ys))
+        losses = ((params - target) ** 2).sum(1) / ((begin - target) ** 2).sum(1)
+        image_optimizer.zero_grad(set_to_none=True)
+        lr_optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        image_optimizer.step()
+        lr_optimizer.step()
+        history.append(losses.detach())
+        if (iteration + 1) % LOG_EVERY == 0 or iteration + 1 == updates:
+            if not (torch.isfinite(history[-1]).all() and torch.isfinite(syn_lr).all()):
+                raise MethodFailed(f"mtt: trajectory losses {history[-1].tolist()}, α {syn_lr.detach().tolist()} "
+                                   f"by update {iteration + 1}")
+            ctx.progress(step=iteration + 1, total=updates, loss=float(history[-1].mean()))
+    rates = syn_lr.detach().tolist()
+    if min(rates) <= 0:
+        raise MethodFailed(f"mtt: a learned learning rate ended at {min(rates)} (not positive)")
+    return [CondensedSet(images.detach()[s].clone(), labels.clone(), lr=rates[s], metadata={
+        "updates": updates, "loss_first": float(history[0][s]), "loss_last": float(history[-1][s]),
+        "learned_lr": rates[s], "experts": len(buffer)}) for s in range(seeds)]
+
+
+def _initial(ctx: BuildContext, recipe: MTTRecipe) -> torch.Tensor:
+    """The seed's starting images: real ones of each class, or standard normal noise (detached)."""
+    if recipe.init == "real":
+        return class_sampler(ctx)[1](ctx.ipc).detach().clone()
+    shape = (ctx.num_classes * ctx.ipc, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
+    return torch.randn(shape, generator=ctx.generator).to(ctx.device)
+
+
 @register_method("mtt", table_name="MTT", group="synthesis", recipe=MTTRecipe, eval_recipe="dc",
                  needs_data=True, order=4, cost=900, in_all=False,   # newer than Table 1: --methods all mtt
+                 build_many=build_mtt_many, batched_on_cpu=False,
                  smoke=dict(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=2, num_experts=2,
                             lr_img=10.0))
 def build_mtt(ctx: BuildContext, recipe: MTTRecipe) -> CondensedSet:
     """Trajectory matching against cached experts (Cazenavette et al. 2022, Algorithm 1)."""
     buffer = experts(ctx, recipe)
-    _, sample_all = class_sampler(ctx)
-    if recipe.init == "real":
-        images = sample_all(ctx.ipc).detach().clone()
-    else:
-        shape = (ctx.num_classes * ctx.ipc, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
-        images = torch.randn(shape, generator=ctx.generator).to(ctx.device)
-    images.requires_grad_(True)
+    images = _initial(ctx, recipe).requires_grad_(True)
     labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(ctx.ipc)
     syn_lr = torch.tensor(recipe.lr_teacher, device=ctx.device, requires_grad=True)
     image_optimizer = torch.optim.SGD([images], lr=recipe.lr_img, momentum=0.5)

@@ -56,3 +56,10 @@ def test_the_set_carries_its_learned_rate_and_is_retrained_with_it(tmp_path):
 def test_a_learned_rate_that_turns_negative_fails_the_build(tmp_path):
     with pytest.raises(Exception, match="learned learning rate|α"):
         METHODS.get("mtt").build(context(tmp_path), recipe(lr_lr=10.0, iterations=0))
+
+
+def test_seeds_in_one_vmapped_pass_follow_their_single_seed_runs(tmp_path):
+    together = mtt.build_mtt_many([context(tmp_path, seed=s) for s in (0, 1)], recipe(lr_lr=1e-7))
+    for seed, batched in zip((0, 1), together):
+        alone = mtt.build_mtt(context(tmp_path, seed=seed), recipe(lr_lr=1e-7))
+        assert torch.allclose(batched.images, alone.images, atol=1e-4) and batched.lr == pytest.approx(alone.lr, rel=1e-4)
