@@ -110,9 +110,9 @@ def list_methods() -> str:
     """Id, Table 1 name, group, needs, retraining recipe and the first docstring line of each method."""
     from tabulate import tabulate
     specs = sorted((METHODS.get(n) for n in METHODS.names()), key=lambda s: (s.group != "selection", s.order))
-    rows = [[s.name, s.version, s.table_name, s.group, s.needs, s.eval_recipe,
+    rows = [[s.name, s.version, s.table_name, s.group, s.needs, _retrained_with(s), "yes" if s.in_all else "no",
              _first_line(s.build.__doc__ or s.recipe.__doc__)] for s in specs]
-    return tabulate(rows, ["id", "version", "Table 1 name", "group", "needs", "retrained with", "description"])
+    return tabulate(rows, ["id", "version", "name", "group", "needs", "retrained with", "in all", "description"])
 
 
 def _first_line(text: str | None) -> str:
@@ -154,7 +154,7 @@ def describe_method(name: str) -> str:
         (isinstance(recipe, NamesRetraining), "retrain: names its column's evaluation recipe"),
         (isinstance(recipe, NamesOwnTheta), "pretrained_spec(): may name a θ* of its own")) if present]
     lines = [f"{spec.name} (v{spec.version}): {spec.table_name}, {spec.group}; needs {spec.needs}; "
-             f"retrained with {spec.eval_recipe}; seeds in one call: {'yes' if spec.build_many else 'no'}",
+             f"retrained with {_retrained_with(spec)}; seeds in one call: {'yes' if spec.build_many else 'no'}",
              _plain(inspect.getdoc(spec.build) or inspect.getdoc(spec.recipe) or ""), "",
              tabulate(rows, ["field", "type", "default", "comment"]) if rows else "(no recipe fields)"]
     if spec.presets:
@@ -164,6 +164,17 @@ def describe_method(name: str) -> str:
         lines += ["", "hooks: " + "; ".join(hooks)]
     return "\n".join(lines)
 
+
+
+def _retrained_with(spec) -> str:
+    """The recipe a method's column is retrained with by default: its recipe's ``retrain`` (the
+    ``NamesRetraining`` hook) where it names one, else the registered ``eval_recipe``."""
+    from .methods import NamesRetraining
+    try:
+        recipe = spec.make_recipe("")
+    except Exception:  # noqa: BLE001 - a recipe that needs a dataset's defaults: the registered name
+        return spec.eval_recipe
+    return recipe.retrain if isinstance(recipe, NamesRetraining) else spec.eval_recipe
 
 if __name__ == "__main__":   # python -m dsvbench.cli, as the dsvbench console script
     sys.exit(main())
