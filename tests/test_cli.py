@@ -68,6 +68,9 @@ def test_list_methods_shows_needs(capsys):
     assert code == 0
     line = next(l for l in out.splitlines() if l.startswith("random"))
     assert "selection" in line and "data" in line
+    for method, recipe in (("kcenter", "dc"), ("dsa", "dsa"), ("dm", "dsa"), ("mtt", "mtt")):   # the newer baselines
+        cells = next(l for l in out.splitlines() if l.startswith(method + " ")).split()
+        assert recipe in cells and "no" in cells                 # retrained as published; not in --methods all
 
 
 def test_end_to_end_digits_run_exports_everything_and_rerenders(capsys, tmp_path):
