@@ -48,6 +48,11 @@ def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig
     # recipe overrides parse now, not halfway through the run: also those of methods not in this run
     for method in dict.fromkeys([*config.methods, *(m for m, _, _ in config.method_overrides)]):
         method_recipe(config, METHODS.get(method), config.defaults_dataset)
+    dynamics = [m for m in config.methods if METHODS.get(m).needs_dynamics]
+    if dynamics and config.pretrain.epochs < 2:   # each example must be presented twice to be forgotten
+        raise UserError(f"--pretrain-epochs {config.pretrain.epochs}: {', '.join(dynamics)} reads θ*'s training "
+                        "dynamics, which need at least 2 epochs (an example is forgotten between two presentations); "
+                        "use --pretrain-epochs 2 or more")
     _check_device(config.device)
     if config.device != "cpu" and (jobs_requested or 1) > 1:   # a LocalCluster too: --jobs workers on one GPU
         raise UserError(f"--jobs {jobs_requested} with --device {config.device}: one process per GPU (processes "

@@ -353,3 +353,12 @@ def test_full_tmpfs_is_one_line_exit_1(tmp_path):
         assert not (mount / "out" / "run.json").exists()
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_forgetting_with_one_pretraining_epoch_is_refused_before_any_work(capsys, tmp_path):
+    """Forgetting counts forgetting events between two presentations: θ* trained for one epoch has none.
+    Said at once (exit 2), not after θ* was trained and the other columns were retrained."""
+    code, _, err = run_cli(capsys, "--dataset", "digits", "--methods", "random", "forgetting", "--pretrain-epochs",
+                           "1", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(code, err, "--pretrain-epochs 1: forgetting reads θ*'s training dynamics")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
