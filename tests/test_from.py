@@ -172,7 +172,7 @@ def test_version_is_in_the_set_key_and_version_1_keeps_the_old_keys():
 def test_versions_of_the_methods_changed_this_week_and_bad_versions():
     assert {name: METHODS.get(name).version for name in METHODS.names()} == {
         "random": 1, "herding": 1, "forgetting": 1, "dsvs": 2, "dd": 2, "dc": 2, "dsvg": 2,
-        "kcenter": 1, "dsa": 1, "dm": 1}
+        "kcenter": 1, "dsa": 1, "dm": 1, "mtt": 1}
     with pytest.raises(ValueError, match="version must be an int of at least 1"):
         register_method("never-added", table_name="x", group="selection", recipe=object, eval_recipe="dc",
                         version=0)
