@@ -44,7 +44,7 @@ from torch.func import grad as torch_grad
 
 from dsvbench.atomic import CacheMismatch, atomic_torch_save, check_claims, load_cache_file
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_augment
-from dsvbench.baselines.dc import check_init_and_strategy, class_sampler
+from dsvbench.baselines.dc import check_init_and_strategy, class_sampler, initial_images
 from dsvbench.config import config_hash
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
 from dsvbench.models import create_model, has_batch_norm
@@ -232,11 +232,8 @@ def build_mtt_many(contexts: list[BuildContext], recipe: MTTRecipe) -> list[Cond
 
 
 def _initial(ctx: BuildContext, recipe: MTTRecipe) -> torch.Tensor:
-    """The seed's starting images: real ones of each class, or standard normal noise (detached)."""
-    if recipe.init == "real":
-        return class_sampler(ctx)[1](ctx.ipc).detach().clone()
-    shape = (ctx.num_classes * ctx.ipc, ctx.shape.channels, ctx.shape.size, ctx.shape.size)
-    return torch.randn(shape, generator=ctx.generator).to(ctx.device)
+    """The seed's starting images, as DC draws them (real images of each class, or standard normal noise)."""
+    return initial_images(ctx, recipe, class_sampler(ctx)[1])
 
 
 @register_method("mtt", table_name="MTT", group="synthesis", recipe=MTTRecipe, eval_recipe="dc",

@@ -169,12 +169,11 @@ def describe_method(name: str) -> str:
 def _retrained_with(spec) -> str:
     """The recipe a method's column is retrained with by default: its recipe's ``retrain`` (the
     ``NamesRetraining`` hook) where it names one, else the registered ``eval_recipe``."""
-    from .methods import NamesRetraining
     try:
         recipe = spec.make_recipe("")
     except Exception:  # noqa: BLE001 - a recipe that needs a dataset's defaults: the registered name
         return spec.eval_recipe
-    return recipe.retrain if isinstance(recipe, NamesRetraining) else spec.eval_recipe
+    return spec.retraining(recipe)
 
 if __name__ == "__main__":   # python -m dsvbench.cli, as the dsvbench console script
     sys.exit(main())

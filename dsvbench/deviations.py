@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from .config import EVAL_RECIPES, eval_recipe, to_dict
-from .methods import METHODS, NamesRetraining
+from .methods import METHODS
 from .registry import UserError
 
 MARKS = "abcdefghijklmnopqrstuvwxyz"
@@ -67,7 +67,7 @@ def _published_eval_name(spec: Any, record: dict[str, Any], dataset: str) -> str
             recipe = spec.make_recipe(dataset)
         except (UserError, ValueError, TypeError):
             return None
-    return recipe.retrain if isinstance(recipe, NamesRetraining) else spec.eval_recipe
+    return spec.retraining(recipe)
 
 
 def _typed(value: Any, annotation: Any) -> Any:

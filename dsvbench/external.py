@@ -67,24 +67,14 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_extras(path: Path) -> dict[str, np.ndarray]:
-    """The optional ``soft_labels`` (N×classes) and ``lr`` (a scalar) of a .pt / .npz set, without pickle."""
-    if path.is_dir():
-        return {}
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: np.asarray(archive[k]) for k in ("soft_labels", "lr") if k in archive.files}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        return {}
-    return {k: np.asarray(state[k].numpy() if torch.is_tensor(state[k]) else state[k])
-            for k in ("soft_labels", "lr") if k in state}
+EXTRAS = ("soft_labels", "lr")   # optional arrays of a .pt / .npz set: N×classes soft labels, a learned rate
 
 
-def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """(images N×C×H×W or N×H×W×C, labels N) from a .pt, an .npz or an image folder, without pickle."""
+def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(images N×C×H×W or N×H×W×C, labels N, the optional :data:`EXTRAS` it holds) from a .pt, an .npz
+    or an image folder, without pickle."""
     if path.is_dir():
-        return _read_folder(path, dataset)
+        return (*_read_folder(path, dataset), {})
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -93,7 +83,8 @@ def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarr
                 if pair is None:
                     raise UserError(f"{path}: an .npz with 'images' and 'labels' (or 'x' and 'y') arrays is "
                                     f"needed; it holds {', '.join(sorted(keys)) or 'nothing'}")
-                return archive[pair[0]], archive[pair[1]]
+                return archive[pair[0]], archive[pair[1]], {k: np.asarray(archive[k]) for k in EXTRAS
+                                                             if k in archive.files}
         except ValueError as error:   # object arrays would need pickle
             raise UserError(f"{path}: not a plain .npz ({error}); save numeric arrays only") from None
     if path.suffix == ".pt":
@@ -102,8 +93,11 @@ def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarr
         except Exception as error:  # noqa: BLE001 - unpickling refused or a damaged file: one line
             raise UserError(f"{path}: cannot be read as tensors without executing pickle "
                             f"({type(error).__name__}); save a dict of tensors with torch.save") from None
+        extras = {}
         if isinstance(state, dict) and "images" in state and "labels" in state:
             images, labels = state["images"], state["labels"]
+            extras = {k: np.asarray(state[k].numpy() if torch.is_tensor(state[k]) else state[k])
+                      for k in EXTRAS if k in state}
         elif isinstance(state, (tuple, list)) and len(state) == 2:
             images, labels = state
         else:
@@ -111,7 +105,7 @@ def read_arrays(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndarr
                             "is needed")
         if not (torch.is_tensor(images) and torch.is_tensor(labels)):
             raise UserError(f"{path}: 'images' and 'labels' must be tensors")
-        return images.numpy(), labels.numpy()
+        return images.numpy(), labels.numpy(), extras
     raise UserError(f"{path}: a set is a .pt or .npz file or a folder of <class>/*.png (got {path.suffix or 'no suffix'})")
 
 
@@ -136,7 +130,7 @@ def _read_folder(path: Path, dataset: ImageDataset) -> tuple[np.ndarray, np.ndar
 
 def load_set(path: Path, dataset: ImageDataset, scale: str = "auto") -> LoadedSet:
     """A set checked against ``dataset`` and normalized like it (see the module docstring)."""
-    images, labels = read_arrays(path, dataset)
+    images, labels, extras = read_arrays(path, dataset)
     shape = dataset.shape
     expected = (shape.channels, shape.size, shape.size)
     if images.ndim == 3 and shape.channels == 1:
@@ -171,7 +165,6 @@ def load_set(path: Path, dataset: ImageDataset, scale: str = "auto") -> LoadedSe
         std = torch.tensor(dataset.std).view(1, -1, 1, 1)
         tensor = (tensor - mean) / std
     order = torch.from_numpy(np.argsort(labels, kind="stable"))   # class-major, as the suite's sets
-    extras = read_extras(path)
     soft, lr = extras.get("soft_labels"), extras.get("lr")
     if soft is not None and (soft.shape != (len(labels), dataset.num_classes) or not np.all(np.isfinite(soft))):
         raise UserError(f"{path}: soft_labels of shape {tuple(soft.shape)}; {len(labels)}×{dataset.num_classes} "

@@ -15,7 +15,7 @@ import torch
 
 from .config import BenchConfig, EvalRecipe, PretrainRecipe, config_hash, eval_recipe, to_dict
 from .data import ImageDataset
-from .methods import METHODS, MethodSpec, NamesOwnTheta, NamesRetraining
+from .methods import METHODS, MethodSpec, NamesOwnTheta
 from .pretrain import dataset_fingerprint, theta_key
 
 
@@ -77,8 +77,7 @@ def column_eval_recipe(config: BenchConfig, spec: MethodSpec, dataset_name: str)
         overrides["precision"] = config.eval_precision
     if config.eval_soft_labels:
         overrides["soft_labels"] = True
-    named = recipe.retrain if isinstance(recipe, NamesRetraining) else None
-    name = config.eval_recipe or named or spec.eval_recipe
+    name = config.eval_recipe or spec.retraining(recipe)
     return eval_recipe(name, dataset_name, config.retrain_model, **overrides)
 
 

@@ -170,6 +170,11 @@ class MethodSpec:
     presets: dict[str, dict[str, str]] = field(default_factory=dict)   # --preset NAME -> field -> value
     in_all: bool = True             # part of ``--methods all`` (the main job); False: run by name only
 
+    def retraining(self, recipe: Any) -> str:
+        """The evaluation recipe this method's column is retrained with for ``recipe``: the recipe's
+        own ``retrain`` (:class:`NamesRetraining`) when it names one, else the registered ``eval_recipe``."""
+        return recipe.retrain if isinstance(recipe, NamesRetraining) else self.eval_recipe
+
     def batched_on(self, device: torch.device | str) -> bool:
         """Whether this method builds several seeds in one call on ``device``."""
         return self.build_many is not None and (self.batched_on_cpu or torch.device(device).type != "cpu")
