@@ -310,6 +310,28 @@ def _check_class_passes(dc, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(one_pass, in_passes))
     assert all(g.grad_fn is None and not g.requires_grad for g in in_passes)   # no pass's graph is held
     assert default // (dc.activation_bytes(net, real[0, :1]) * 256) < 10   # MNIST's 256 per class: split
+    # a class per pass (MNIST's case): a plain gradient per class, the same numbers again
+    monkeypatch.setattr(dc, "REAL_PASS_BYTES", 32 * dc.activation_bytes(net, real[0, :1]))
+    singles = dc._real_class_grads(net, real, mask, labels)
+    assert passes == [3, 3, 3, 1]   # the per-group pass was not used
+    assert all(torch.equal(a, b) for a, b in zip(one_pass, singles))
+    assert all(g.grad_fn is None and not g.requires_grad for g in singles)
+
+
+def test_a_plain_class_gradient_equals_the_per_group_one_with_two_threads():
+    import dsvbench.baselines.dc as dc
+    from dsvbench.models import InputShape
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(1)
+        net = create_model("convnet", InputShape(1, 28, 10), generator)
+        real = torch.randn(1, 64, 1, 28, 28, generator=generator)
+        grouped = dc.class_weight_grads(net, real, torch.ones(1, 64), torch.tensor([7]))
+        plain = dc.single_class_weight_grads(net, real[0], torch.tensor(7))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(plain) == len(grouped) == 4 and all(torch.equal(a, b) for a, b in zip(grouped, plain))
 
 
 def test_dc_on_digits_stays_in_one_pass():

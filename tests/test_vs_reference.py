@@ -1,0 +1,105 @@
+"""benchmarks/vs_reference.py without the reference code: its torchvision stand-in, its patches, its arithmetic."""
+from __future__ import annotations
+
+import gzip
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("vs_reference")
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.fixture()
+def shim():
+    sys.path.insert(0, str(ROOT / "benchmarks" / "reference_shim"))
+    saved = {k: v for k, v in sys.modules.items() if k == "torchvision" or k.startswith("torchvision.")}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield importlib.import_module("torchvision")
+    finally:
+        sys.path.pop(0)
+        for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def test_the_shim_hands_out_what_torchvision_would(tmp_path, shim):
+    """MNIST items from IDX files (plain and gzipped): a 1×28×28 float tensor, (byte / 255 − mean) / std."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images, labels = rng.integers(0, 256, (5, 28, 28)), np.array([3, 1, 4, 1, 5])
+    _write_idx(raw / "train-images-idx3-ubyte", images, compress=True)
+    _write_idx(raw / "train-labels-idx1-ubyte", labels, compress=False)
+    transform = shim.transforms.Compose([shim.transforms.ToTensor(), shim.transforms.Normalize([0.1307], [0.3081])])
+    dataset = shim.datasets.MNIST(str(tmp_path), train=True, download=True, transform=transform)
+    assert len(dataset) == 5 and dataset.targets.tolist() == labels.tolist()
+    image, label = dataset[2]
+    assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and label == 4
+    expected = (torch.from_numpy(images[2]).float() / 255 - 0.1307) / 0.3081
+    assert torch.equal(image[0], expected)
+    shim.utils.save_image(image.clamp(0, 1).unsqueeze(0).repeat(3, 1, 1, 1), tmp_path / "grid.png", nrow=2)
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def _fake_reference(folder: Path, script) -> Path:
+    folder.mkdir()
+    for name in script.FILES:
+        olds = [old for file, old, _, _ in script.PATCHES if file == name]
+        (folder / name).write_text("x = 1\r\n" + "".join(f"y = {old}\r\n" for old in olds))
+    return folder
+
+
+def test_the_patches_are_applied_to_a_copy_and_a_moved_line_is_one_error(tmp_path, script):
+    reference = _fake_reference(tmp_path / "ref", script)
+    before = {name: (reference / name).read_bytes() for name in script.FILES}
+    (tmp_path / "scratch").mkdir()
+    patched = script.patched_reference(reference, tmp_path / "scratch")
+    assert {name: (reference / name).read_bytes() for name in script.FILES} == before   # the checkout is untouched
+    main = (patched / "main.py").read_text()
+    assert "[args.Iteration]" in main and "epoch_eval_train = 1000" not in main
+    assert b"\r\n" in (patched / "main.py").read_bytes()   # line endings kept
+    assert "download=False" in (patched / "utils.py").read_text()
+    (reference / "utils.py").write_text("nothing to patch\n")
+    (tmp_path / "scratch2").mkdir()
+    with pytest.raises(SystemExit, match="utils.py no longer contains 'download=True'"):
+        script.patched_reference(reference, tmp_path / "scratch2")
+
+
+def test_a_folder_that_is_not_the_reference_is_refused_with_exit_2(tmp_path, script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(["--reference", str(tmp_path), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert "lacks main.py" in capsys.readouterr().err
+
+
+def test_per_update_and_per_epoch_costs_are_differences_of_the_configurations(script):
+    n, m = script.METHODS["dc"][3:]
+    rows = [{"method": "dc", "side": "ours", "config": config, "cpu_s": cpu, "peak_rss_mb": peak, "accuracy": 50.0}
+            for config, cpu, peak in (("short", 10.0, 900), ("long", 10.0 + 4.0 * (m - n), 950), ("eval", 40.0, 1000))]
+    derived = script.derived(rows, "dc", "ours", epochs=31)
+    assert derived["per_update_s"] == pytest.approx(4.0) and derived["per_epoch_s"] == pytest.approx(1.0)
+    assert derived["peak_rss_mb"] == 1000 and derived["accuracy"] == [50.0]
