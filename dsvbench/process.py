@@ -17,6 +17,7 @@ paper scale, measured on MNIST with one thread (docs/performance.md):
 ==========================  ==================  ==================  =============
 DSVs, 2000-image pool       158 s, 5.0 GB       271 s, 3.3 GB       –
 DC, 2 iterations            18.5–21 s, 2.4 GB   26 s, 2.0 GB        40 s, 1.8 GB
+DC run, 6 iter. (b398d31)   79 s, 1.73 GB       (128M) 112, 1.53    128 s, 1.40 GB
 θ*, 10 steps + evaluation   1.76 GB             1.20 GB             0.93 GB
 ==========================  ==================  ==================  =============
 

@@ -159,3 +159,30 @@ def test_stacked_evaluation_in_groups_gives_the_same_accuracies(monkeypatch):
     monkeypatch.setattr(vectorized, "EVAL_BYTES", 2 * 256 * activation_bytes(models[0], images[:1]))
     assert vectorized.evaluate_stacked(models, images, labels, 256) == together
     assert groups == [2, 2, 1]
+
+
+def test_one_model_per_group_is_evaluated_in_chunks_with_the_same_logits(monkeypatch):
+    """Paper scale (one model per vmap-ed group): its test batches go in chunks under EVAL_CHUNK_BYTES;
+    the logits of a chunked pass equal the whole batch's bit for bit, so the accuracies do too."""
+    import copy
+    from torch.func import functional_call, stack_module_state, vmap
+    import dsvbench.vectorized as vectorized
+    from dsvbench.models import activation_bytes
+    model = create_model("convnet", InputShape(1, 28, 10), torch.Generator().manual_seed(3)).eval()
+    images = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    labels = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(5))
+    batches = []
+    original = vectorized._evaluate_group
+    monkeypatch.setattr(vectorized, "_evaluate_group", lambda ms, x, y, b: batches.append(b) or original(ms, x, y, b))
+    chunked = vectorized.evaluate_stacked([model], images, labels, 256)
+    monkeypatch.setattr(vectorized, "EVAL_CHUNK_BYTES", 2 ** 40)
+    whole = vectorized.evaluate_stacked([model], images, labels, 256)
+    assert batches[1] == 256 and batches[0] == (64 * 2 ** 20) // activation_bytes(model, images[:1]) < 256
+    assert chunked == whole
+    params, buffers = stack_module_state([model])
+    skeleton = copy.deepcopy(model).to("meta")
+    forward = vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))
+    with torch.no_grad():
+        one_pass = forward(params, buffers, images)
+        in_chunks = torch.cat([forward(params, buffers, chunk) for chunk in images.split(batches[0])], dim=1)
+    assert torch.equal(one_pass, in_chunks)
