@@ -52,7 +52,9 @@ PATCHES = [
     ("utils.py", "download=True", "download=False", "no download (the shim reads local files only)"),
 ] + [("utils.py", f"{name}[:] = {name}[0]", f"{name}[:] = {name}[0].clone()",
       "DSA's Siamese draws: newer torch refuses a copy from an overlapping view (same values)")
-     for name in ("theta", "randf", "randb", "rands", "randc", "translation_x", "translation_y", "offset_x", "offset_y")]
+     for name in ("theta", "randf", "randb", "rands", "randc", "translation_x", "translation_y", "offset_x", "offset_y")
+] + [("networks.py", "out = out.view(out.size(0), -1)", "out = out.reshape(out.size(0), -1)",
+      "newer torch returns a non-contiguous map after DSA's rotation, which .view refuses (same values)")]
 # method -> (reference script and its flags, our method id, our iterations field, n, m)
 METHODS = {
     "dc": ("main.py", ["--method", "DC"], "dc", 1, 6),
@@ -221,7 +223,8 @@ def main(argv=None) -> int:
         {"ours": "dsvbench (÷ reference)", "ours-system": "dsvbench, DSVBENCH_MALLOC=system"}[s] for s in sides[1:]]
     text = tabulate(table, headers, tablefmt="github")
     print(text)
-    info = {"reference": fingerprint(args.reference, args.reference_commit),
+    ours = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    info = {"reference": fingerprint(args.reference, args.reference_commit), "dsvbench": ours.stdout.strip() or "unknown",
             "patches": [{"file": f, "from": a, "to": b, "why": w} for f, a, b, w in PATCHES],
             "shim": "benchmarks/reference_shim (torchvision.datasets.MNIST / FashionMNIST, transforms, save_image)",
             "config": {k: str(v) for k, v in vars(args).items()}, "configs": {k: v[3:] for k, v in METHODS.items()},
