@@ -18,7 +18,8 @@ momentum 0.5, 256 real images per class per update, initialization from real ima
 strategy ``color_crop_cutout_flip_scale_rotate`` on every dataset (``main_DM.py`` has no digit
 exception).  The column is retrained with the ``dsa`` recipe (DSA augmentation, 1000 epochs), as
 DM evaluates its sets.  All classes go through each network in one forward pass (per-sample norms,
-or batch norm over all classes as the reference does for ``ConvNetBN``).
+or batch norm over all classes as the reference does for ``ConvNetBN``); at paper scale the real
+batches go in passes of whole classes (``_real_passes``), as the reference runs them.
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ from typing import ClassVar
 import torch
 
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_siamese
-from dsvbench.baselines.dc import check_init_and_strategy, class_sampler, initial_images
+from dsvbench.baselines.dc import REAL_PASS_BYTES, check_init_and_strategy, class_sampler, initial_images
 from torch.func import functional_call, stack_module_state, vmap
 
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
-from dsvbench.models import create_model, has_batch_norm
+from dsvbench.models import activation_bytes, create_model, has_batch_norm
 from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 
 LOG_EVERY = 100   # iterations between progress reports / finiteness checks (host syncs)
@@ -70,10 +71,28 @@ def mean_embedding_loss(net: torch.nn.Module, reals: list[torch.Tensor], syn: to
     """Σ_c ‖mean ψ(real_c) − mean ψ(syn_c)‖² with ψ = ``net.features``; ``syn`` is K×IPC×C×H×W."""
     classes, ipc = syn.shape[:2]
     with torch.no_grad():
-        real_embedding = net.features(torch.cat(reals))
+        real_embedding = torch.cat([net.features(torch.cat(part)) for part in _real_passes(net, reals)])
     real_means = torch.stack([part.mean(0) for part in real_embedding.split([len(r) for r in reals])])
     syn_means = net.features(syn.flatten(0, 1)).view(classes, ipc, -1).mean(1)
     return ((real_means - syn_means) ** 2).sum()
+
+
+def _real_passes(net: torch.nn.Module, reals: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The classes' real batches in passes of whole classes under DC's ``REAL_PASS_BYTES`` of activations:
+    one pass on small inputs (digits), a class per pass at paper scale (MNIST at width 128: ten classes
+    of 256 images in one no-grad pass peaked at 4.5 GB).  The per-image embeddings do not depend on the
+    pass (the same bits, tested); batch norm in train mode normalizes over its batch, so it keeps one pass."""
+    if has_batch_norm(net) or not any(True for _ in net.parameters()):   # (no parameters: a stand-in in tests)
+        return [reals]
+    per_image = activation_bytes(net, reals[0][:1])
+    if per_image * sum(len(r) for r in reals) <= REAL_PASS_BYTES:
+        return [reals]
+    passes: list[list[torch.Tensor]] = [[]]
+    for real in reals:
+        if passes[-1] and per_image * (sum(len(r) for r in passes[-1]) + len(real)) > REAL_PASS_BYTES:
+            passes.append([])
+        passes[-1].append(real)
+    return passes
 
 
 def build_dm_many(contexts: list[BuildContext], recipe: DMRecipe) -> list[CondensedSet]:
