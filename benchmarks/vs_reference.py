@@ -59,7 +59,7 @@ PATCHES = [
 METHODS = {
     "dc": ("main.py", ["--method", "DC"], "dc", 1, 6),
     "dsa": ("main.py", ["--method", "DSA", "--dsa_strategy", "color_crop_cutout_scale_rotate"], "dsa", 1, 6),
-    "dm": ("main_DM.py", ["--dsa_strategy", "color_crop_cutout_flip_scale_rotate"], "dm", 1, 201),
+    "dm": ("main_DM.py", ["--dsa_strategy", "color_crop_cutout_flip_scale_rotate"], "dm", 1, 11),
 }
 REF_DATASET = {"mnist": "MNIST", "fashion": "FashionMNIST"}
 
