@@ -207,16 +207,32 @@ def _real_class_grads(net: nn.Module, real: torch.Tensor, mask: torch.Tensor, la
     only, so a split changes nothing but the floating-point blocking: on 28 × 28 inputs with one thread
     the passes give the one-pass numbers bit for bit (tested); with several threads the last bits move.
     Small inputs (digits) stay in one pass, so their sets do not change."""
-    per_pass = max(1, REAL_PASS_BYTES // max(1, activation_bytes(net, real[0, :1]) * real.shape[1]))
-    if per_pass >= len(labels):
+    passes = class_passes(net, real[0, :1], [real.shape[1]] * len(labels))
+    if len(passes) == 1:
         return [g.detach() for g in class_weight_grads(net, real, mask, labels)]
-    if per_pass == 1:   # a class per pass, as the reference runs it: a plain gradient, no per-group copies
+    if all(len(p) == 1 for p in passes):   # a class per pass, as the reference runs it: a plain gradient
         parts = [single_class_weight_grads(net, real[k][mask[k] > 0], labels[k]) for k in range(len(labels))]
     else:   # detached per pass: a pass's gradients would otherwise hold that pass's whole graph until the end
-        parts = [[g.detach() for g in class_weight_grads(net, real[k:k + per_pass], mask[k:k + per_pass],
-                                                          labels[k:k + per_pass])]
-                 for k in range(0, len(labels), per_pass)]
+        parts = [[g.detach() for g in class_weight_grads(net, real[p[0]:p[-1] + 1], mask[p[0]:p[-1] + 1],
+                                                          labels[p[0]:p[-1] + 1])]
+                 for p in passes]
     return [torch.cat([part[layer] for part in parts]) for layer in range(len(parts[0]))]
+
+
+def class_passes(net: nn.Module, image: torch.Tensor, sizes: list[int]) -> list[list[int]]:
+    """The classes (indices, in order) of each pass over real batches of ``sizes`` images: as many whole
+    classes per pass as fit in :data:`REAL_PASS_BYTES` of ``net``'s activations (``image``: one input),
+    at least one.  DC's gradients and DM's embeddings both go in these passes."""
+    per_image = activation_bytes(net, image)
+    passes: list[list[int]] = [[]]
+    held = 0
+    for k, size in enumerate(sizes):
+        if passes[-1] and per_image * (held + size) > REAL_PASS_BYTES:
+            passes.append([])
+            held = 0
+        passes[-1].append(k)
+        held += size
+    return passes
 
 
 def single_class_weight_grads(net: nn.Module, images: torch.Tensor, label: torch.Tensor) -> list[torch.Tensor]:

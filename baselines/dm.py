@@ -29,11 +29,11 @@ from typing import ClassVar
 import torch
 
 from dsvbench.augment import DEFAULT_STRATEGY, dsa_siamese
-from dsvbench.baselines.dc import REAL_PASS_BYTES, check_init_and_strategy, class_sampler, initial_images
+from dsvbench.baselines.dc import check_init_and_strategy, class_passes, class_sampler, initial_images
 from torch.func import functional_call, stack_module_state, vmap
 
 from dsvbench.methods import BuildContext, CondensedSet, MethodFailed, register_method
-from dsvbench.models import activation_bytes, create_model, has_batch_norm
+from dsvbench.models import create_model, has_batch_norm
 from dsvbench.ranges import MAX_SIZE, POSITIVE, UNIT, Range, count
 
 LOG_EVERY = 100   # iterations between progress reports / finiteness checks (host syncs)
@@ -78,21 +78,13 @@ def mean_embedding_loss(net: torch.nn.Module, reals: list[torch.Tensor], syn: to
 
 
 def _real_passes(net: torch.nn.Module, reals: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """The classes' real batches in passes of whole classes under DC's ``REAL_PASS_BYTES`` of activations:
+    """The classes' real batches in DC's passes of whole classes (:func:`~dsvbench.baselines.dc.class_passes`):
     one pass on small inputs (digits), a class per pass at paper scale (MNIST at width 128: ten classes
     of 256 images in one no-grad pass peaked at 4.5 GB).  The per-image embeddings do not depend on the
     pass (the same bits, tested); batch norm in train mode normalizes over its batch, so it keeps one pass."""
     if has_batch_norm(net) or not any(True for _ in net.parameters()):   # (no parameters: a stand-in in tests)
         return [reals]
-    per_image = activation_bytes(net, reals[0][:1])
-    if per_image * sum(len(r) for r in reals) <= REAL_PASS_BYTES:
-        return [reals]
-    passes: list[list[torch.Tensor]] = [[]]
-    for real in reals:
-        if passes[-1] and per_image * (sum(len(r) for r in passes[-1]) + len(real)) > REAL_PASS_BYTES:
-            passes.append([])
-        passes[-1].append(real)
-    return passes
+    return [[reals[k] for k in ks] for ks in class_passes(net, reals[0][:1], [len(r) for r in reals])]
 
 
 def build_dm_many(contexts: list[BuildContext], recipe: DMRecipe) -> list[CondensedSet]:

@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,14 +160,10 @@ def derived(rows: list[dict], method: str, side: str, epochs: int) -> dict:
     """CPU s per update and per retraining epoch, fixed cost, peak RSS, accuracy: medians over repeats."""
     _, _, _, n, m = METHODS[method]
 
-    def median(values):
-        values = sorted(values)
-        return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-
     def cpu(config):
         return [r["cpu_s"] for r in rows if r["method"] == method and r["side"] == side and r["config"] == config]
 
-    short, long, evaluation = (median(cpu(c)) for c in ("short", "long", "eval"))
+    short, long, evaluation = (statistics.median(cpu(c)) for c in ("short", "long", "eval"))
     own = [r for r in rows if r["method"] == method and r["side"] == side]
     return {"per_update_s": (long - short) / (m - n), "per_epoch_s": (evaluation - short) / (epochs - 1),
             "short_s": short, "peak_rss_mb": max(r["peak_rss_mb"] for r in own),

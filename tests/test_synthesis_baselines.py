@@ -417,6 +417,7 @@ def test_dm_seeds_in_one_vmapped_pass_follow_their_single_seed_runs():
 def test_dm_real_embeddings_in_class_passes_are_the_same_bits(monkeypatch):
     """Paper scale: DM's no-grad real embedding goes a class (or a few) per pass; the loss is unchanged
     bit for bit, and a batch-norm network keeps its one pass (its statistics span the batch)."""
+    import dsvbench.baselines.dc as dc
     import dsvbench.baselines.dm as dm
     from dsvbench.models import InputShape, activation_bytes
     generator = torch.Generator().manual_seed(2)
@@ -424,7 +425,7 @@ def test_dm_real_embeddings_in_class_passes_are_the_same_bits(monkeypatch):
     reals = [torch.randn(16, 1, 28, 28, generator=generator) for _ in range(4)]
     syn = torch.randn(4, 1, 1, 28, 28, generator=generator)
     one_pass = dm.mean_embedding_loss(net, reals, syn)
-    monkeypatch.setattr(dm, "REAL_PASS_BYTES", 2 * 16 * activation_bytes(net, reals[0][:1]))
+    monkeypatch.setattr(dc, "REAL_PASS_BYTES", 2 * 16 * activation_bytes(net, reals[0][:1]))
     assert [len(p) for p in dm._real_passes(net, reals)] == [2, 2]
     assert torch.equal(dm.mean_embedding_loss(net, reals, syn), one_pass)
     bn = create_model("convnet_bn", InputShape(1, 28, 10), generator)

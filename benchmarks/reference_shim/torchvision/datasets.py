@@ -1,25 +1,15 @@
-"""``torchvision.datasets.MNIST`` / ``FashionMNIST`` from local IDX files (plain or ``.gz``)."""
+"""``torchvision.datasets.MNIST`` / ``FashionMNIST`` from local IDX files (plain or ``.gz``), read by dsvbench."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from dsvbench.data.formats import read_idx_pair, resolve_gz
+
 _FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array of its stored shape."""
-    if not path.exists():
-        path = path.with_name(path.name + ".gz")
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 class MNIST(torch.utils.data.Dataset):
@@ -30,9 +20,11 @@ class MNIST(torch.utils.data.Dataset):
 
     def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False):
         raw = Path(root) / type(self).__name__ / "raw"
-        images, labels = _FILES[bool(train)]
-        self.data = torch.from_numpy(_read_idx(raw / images).copy())
-        self.targets = torch.from_numpy(_read_idx(raw / labels).astype(np.int64))
+        paths = [resolve_gz(raw, name) for name in _FILES[bool(train)]]
+        if None in paths:
+            raise FileNotFoundError(f"no {' / '.join(_FILES[bool(train)])} (or .gz) in {raw}")
+        images, labels = read_idx_pair(*paths)   # dsvbench's reader: the same bytes, its checks
+        self.data, self.targets = torch.from_numpy(images), torch.from_numpy(labels)
         self.train, self.transform, self.target_transform = train, transform, target_transform
 
     def __len__(self) -> int:
