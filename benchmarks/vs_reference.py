@@ -90,14 +90,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def patched_reference(reference: Path, scratch: Path) -> Path:
-    """The reference files copied into ``scratch/reference`` with PATCHES applied (each must match once or more)."""
+def patched_reference(reference: Path, scratch: Path, files=FILES, patches=PATCHES) -> Path:
+    """The reference ``files`` copied into ``scratch/reference`` with ``patches`` applied (each must match once or more)."""
     target = scratch / "reference"
     target.mkdir()
-    texts = {name: (reference / name).read_bytes().decode() for name in FILES}
-    for name, old, new, _ in PATCHES:
+    texts = {name: (reference / name).read_bytes().decode() for name in files}
+    for name, old, new, _ in patches:
         if old not in texts[name]:
-            raise SystemExit(f"vs_reference.py: error: {name} no longer contains {old!r}; update PATCHES")
+            raise SystemExit(f"{Path(sys.argv[0]).name}: error: {name} no longer contains {old!r}; update PATCHES")
         texts[name] = texts[name].replace(old, new)
     for name, text in texts.items():
         (target / name).write_bytes(text.encode())
@@ -170,14 +170,14 @@ def derived(rows: list[dict], method: str, side: str, epochs: int) -> dict:
             "accuracy": [round(r["accuracy"], 2) for r in own if r["config"] == "eval"]}
 
 
-def fingerprint(reference: Path, commit: str) -> dict:
+def fingerprint(reference: Path, commit: str, files=FILES) -> dict:
     try:
         commit = commit or subprocess.run(["git", "-C", str(reference), "rev-parse", "HEAD"], capture_output=True,
                                           text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
     return {"commit": commit or "unknown",
-            "sha256": {f: hashlib.sha256((reference / f).read_bytes()).hexdigest() for f in FILES}}
+            "sha256": {f: hashlib.sha256((reference / f).read_bytes()).hexdigest() for f in files}}
 
 
 def main(argv=None) -> int:

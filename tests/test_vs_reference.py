@@ -103,3 +103,68 @@ def test_per_update_and_per_epoch_costs_are_differences_of_the_configurations(sc
     derived = script.derived(rows, "dc", "ours", epochs=31)
     assert derived["per_update_s"] == pytest.approx(4.0) and derived["per_epoch_s"] == pytest.approx(1.0)
     assert derived["peak_rss_mb"] == 1000 and derived["accuracy"] == [50.0]
+
+
+@pytest.fixture(scope="module")
+def mtt_script():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("vs_reference_mtt")
+    finally:
+        sys.path.pop(0)
+
+
+def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, mtt_script):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    for name in mtt_script.FILES:
+        olds = [old for file, old, _, _ in mtt_script.PATCHES if file == name]
+        (reference / name).write_text("x = 1\n" + "".join(f"{old}\n" for old in olds))
+    before = {name: (reference / name).read_bytes() for name in mtt_script.FILES}
+    (tmp_path / "scratch").mkdir()
+    patched = mtt_script.patched_reference(reference, tmp_path / "scratch", mtt_script.FILES, mtt_script.PATCHES)
+    assert {name: (reference / name).read_bytes() for name in mtt_script.FILES} == before
+    utils = (patched / "utils.py").read_text()
+    assert utils.index("elif dataset == 'MNIST'") < utils.index("elif dataset == 'Tiny'")
+    assert "datasets.MNIST(data_path, train=True, download=False" in utils
+    assert "eval_it_pool = []" in (patched / "distill.py").read_text()
+    assert 'epoch("test"' not in (patched / "buffer.py").read_text()
+    (reference / "distill.py").write_text("moved\n")
+    (tmp_path / "scratch2").mkdir()
+    with pytest.raises(SystemExit, match="distill.py no longer contains 'eval_it_pool"):
+        mtt_script.patched_reference(reference, tmp_path / "scratch2", mtt_script.FILES, mtt_script.PATCHES)
+
+
+def test_a_folder_that_is_not_the_mtt_reference_is_refused_with_exit_2(tmp_path, mtt_script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        mtt_script.parse_args(["--reference", str(tmp_path), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert "lacks buffer.py" in capsys.readouterr().err
+
+
+def test_mtt_costs_are_differences_of_the_configurations(mtt_script):
+    n, m = mtt_script.N, mtt_script.M
+    rows = [{"side": "ours", "config": config, "cpu_s": cpu, "peak_rss_mb": peak}
+            for config, cpu, peak in (("experts", 130.0, 1200), ("data", 30.0, 800), ("short", 35.0, 900),
+                                      ("long", 35.0 + 2.5 * (m - n), 950))]
+    derived = mtt_script.derived(rows, "ours")
+    assert derived["per_expert_epoch_s"] == pytest.approx(100.0) and derived["per_update_s"] == pytest.approx(2.5)
+    assert derived["peak_rss_mb"] == 1200 and derived["peak_rss_distill_mb"] == 950
+
+
+def test_the_wandb_stand_in_hands_back_the_arguments_and_kornia_refuses(shim):
+    import argparse
+    sys.path.insert(0, str(ROOT / "benchmarks" / "reference_shim"))
+    saved = {k: sys.modules.pop(k) for k in ("wandb", "kornia") if k in sys.modules}
+    try:
+        wandb, kornia = importlib.import_module("wandb"), importlib.import_module("kornia")
+        wandb.init(project="p", config=argparse.Namespace(ipc=1, lr_img=1000.0))
+        assert wandb.config._items == {"ipc": 1, "lr_img": 1000.0}
+        assert wandb.log({"x": 1}, step=0) is None
+        with pytest.raises(NotImplementedError, match="without --zca"):
+            kornia.enhance
+    finally:
+        sys.path.pop(0)
+        for name in ("wandb", "kornia"):
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
