@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import dsvbench  # noqa: F401  (first: it asks torch for huge pages before torch loads, dsvbench.process)
 import torch
 from tabulate import tabulate
 
@@ -37,7 +38,7 @@ from dsvbench.plan import column_eval_recipe, method_recipe
 from dsvbench.tasks import make_context, prepare
 from dsvbench.methods import METHODS, MethodSpec
 from dsvbench.models import create_model
-from dsvbench.process import keep_freed_memory
+from dsvbench.process import allocator_note, keep_freed_memory
 from dsvbench.registry import UserError
 from dsvbench.training import retrain, retrain_population
 
@@ -189,7 +190,7 @@ def main() -> int:
             return 2
         print(f"{config.data.name} (defaults of {config.defaults_dataset}), IPC {config.ipc}, "
               f"seeds {list(config.seeds)}, device {config.device}, torch threads {torch.get_num_threads()}, "
-              f"freed memory {'kept (dsvbench.process)' if kept else 'returned (C library defaults)'}")
+              + (allocator_note() if kept else "freed memory returned (C library defaults)"))
         for name in config.methods:
             print(f"  {name}: {to_dict(method_recipe(config, METHODS.get(name), config.defaults_dataset))}")
         for note in budget_notes(config) or ["published budgets (no --set / --eval-epochs / --pretrain-epochs)"]:

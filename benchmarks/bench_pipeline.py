@@ -12,6 +12,7 @@ import argparse
 import resource
 import time
 
+import dsvbench  # noqa: F401  (first: it asks torch for huge pages before torch loads, dsvbench.process)
 import torch
 import torch.nn.functional as F
 

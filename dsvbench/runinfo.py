@@ -18,7 +18,7 @@ from .config import BenchConfig, PretrainRecipe, to_dict
 from .external import is_external
 from .methods import METHODS
 from .plan import Plan, column_eval_recipe, needs_pretrained, preset_overrides
-from .process import worker_threads
+from .process import allocator_note, worker_threads
 from .provenance import method_source, provenance
 from .version import __version__
 
@@ -41,7 +41,7 @@ def run_info(plan: Plan, started: float, pretrained: Any, dataset: Any = None,
                      "numpy": np.__version__},
         **{k: v for k, v in provenance().items() if k != "dsvbench_version"},
         "device": _device_name(config.device), "host": platform.node(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "allocator": allocator_note(),
         "worker_threads": worker_threads(torch.get_num_threads(), config.jobs) if config.jobs > 1 else None, "cwd": os.getcwd(), "dataset": _dataset_info(dataset),
         "wall_seconds": time.time() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
