@@ -25,9 +25,9 @@ default (32 MiB mapped, THP)         96.6                1.37 GB
 ===================================  ==================  ==================
 
 DSVs on MNIST (5 steps over a 2 000-image pool) pays for the bound: 228 s and 3.2 GB by default,
-189 s and 5.9 GB with every block kept (``DSVBENCH_MALLOC=1G``, huge pages on as well; its 205 MB
-double-backward chunks are mapped again each
-time).  On ``digits`` no block reaches 32 MiB: the default is the old one there.
+189 s and 5.9 GB with every block kept (``DSVBENCH_MALLOC=1G``, huge pages on as well): its 205 MB
+double-backward chunks are mapped again each time.  On ``digits`` no block reaches 32 MiB: the default
+is the old one there.
 
 Arithmetic is untouched — the same kernels run on the same numbers, so every result is bitwise
 the same (tested).  ``DSVBENCH_MALLOC=1G`` (any size with K, M or G) keeps every block below that
