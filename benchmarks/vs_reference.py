@@ -220,22 +220,30 @@ def main(argv=None) -> int:
         {"ours": "dsvbench (÷ reference)", "ours-system": "dsvbench, DSVBENCH_MALLOC=system"}[s] for s in sides[1:]]
     text = tabulate(table, headers, tablefmt="github")
     print(text)
-    ours = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True, text=True)
-    info = {"reference": fingerprint(args.reference, args.reference_commit), "dsvbench": ours.stdout.strip() or "unknown",
-            "patches": [{"file": f, "from": a, "to": b, "why": w} for f, a, b, w in PATCHES],
+    info = {"reference": fingerprint(args.reference, args.reference_commit),
             "shim": "benchmarks/reference_shim (torchvision.datasets.MNIST / FashionMNIST, transforms, save_image)",
-            "config": {k: str(v) for k, v in vars(args).items()}, "configs": {k: v[3:] for k, v in METHODS.items()},
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "load_at_end": os.getloadavg()},
+            "configs": {k: v[3:] for k, v in METHODS.items()},
             "budget": f"REDUCED: n / m updates as in 'configs', {args.eval_epochs} retraining epochs, one model; "
                       "timings only, not accuracies to quote"}
+    write_outputs(args, text, info, PATCHES, rows)
+    return 0
+
+
+def write_outputs(args, text: str, info: dict, patches: list, rows: list[dict]) -> None:
+    """``table.md`` (the table and the budget line), ``run.json`` (``info`` with this code's commit, the
+    patches, the arguments and the machine) and ``runs.csv`` (every run) under ``args.out``."""
+    ours = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    info = {**info, "dsvbench": ours.stdout.strip() or "unknown",
+            "patches": [{"file": f, "from": a, "to": b, "why": w} for f, a, b, w in patches],
+            "config": {k: str(v) for k, v in vars(args).items()},
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                        "load_at_end": os.getloadavg()}}
     (args.out / "table.md").write_text(f"{text}\n\n{info['budget']}\n")
     (args.out / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     with open(args.out / "runs.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,10 +26,7 @@ the reference evaluates during distillation only (patched out: its evaluation an
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,7 +38,7 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_reference import SHIM, fingerprint, measured, patched_reference  # noqa: E402
+from vs_reference import SHIM, fingerprint, measured, patched_reference, write_outputs  # noqa: E402
 
 FILES = ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py")
 MNIST_BRANCH = """    elif dataset == 'MNIST':
@@ -184,23 +181,12 @@ def main(argv=None) -> int:
                                ("peak RSS MB, every run", "peak_rss_mb"))]
     text = tabulate(table, ["measure (median over repeats)", "reference", "dsvbench (÷ reference)"], tablefmt="github")
     print(text)
-    ours_commit = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
-                                 capture_output=True, text=True)
     info = {"reference": fingerprint(args.reference, args.reference_commit, FILES),
-            "dsvbench": ours_commit.stdout.strip() or "unknown",
-            "patches": [{"file": f, "from": a, "to": b, "why": w} for f, a, b, w in PATCHES],
             "shim": "benchmarks/reference_shim (torchvision.datasets.MNIST, transforms; wandb offline; kornia absent)",
-            "config": {k: str(v) for k, v in vars(args).items()}, "updates": {"short": N + 1, "long": M + 1},
+            "updates": {"short": N + 1, "long": M + 1},
             "recipe": "mtt defaults on MNIST IPC 1 except num_experts 1, max_start_epoch 1, expert_epochs 1",
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "load_at_end": os.getloadavg()},
             "budget": "REDUCED: one expert of one epoch, n / m updates as in 'updates'; timings only, no accuracy"}
-    (args.out / "table.md").write_text(f"{text}\n\n{info['budget']}\n")
-    (args.out / "run.json").write_text(json.dumps(info, indent=1) + "\n")
-    with open(args.out / "runs.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_outputs(args, text, info, PATCHES, rows)
     return 0
 
 
