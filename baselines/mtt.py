@@ -120,7 +120,8 @@ def expert_key(ctx: BuildContext, recipe: MTTRecipe) -> str:
 
 
 def train_expert(ctx: BuildContext, recipe: MTTRecipe, index: int, key: str) -> torch.Tensor:
-    """Expert ``index``: its flat parameters after epochs 0 … ``expert_epochs_kept`` (rows)."""
+    """Expert ``index``: its flat parameters after epochs 0 … ``expert_epochs_kept`` (rows).  Progress is
+    reported after each epoch (an MNIST epoch takes minutes on a CPU)."""
     generator = torch.Generator().manual_seed(int(config_hash(key, index, length=15), 16))
     model = create_model(ctx.model_name, ctx.shape, generator).to(ctx.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr_teacher, momentum=0, weight_decay=0)
@@ -135,6 +136,8 @@ def train_expert(ctx: BuildContext, recipe: MTTRecipe, index: int, key: str) -> 
             F.cross_entropy(model(inputs), labels[batch]).backward()
             optimizer.step()
         snapshots.append(flat_parameters(model).cpu())
+        ctx.progress(step=index * recipe.expert_epochs_kept + len(snapshots) - 1,
+                     total=recipe.num_experts * recipe.expert_epochs_kept, phase="expert epochs")
     return torch.stack(snapshots)
 
 
@@ -153,7 +156,8 @@ def experts(ctx: BuildContext, recipe: MTTRecipe) -> list[torch.Tensor]:
             if path is not None:
                 atomic_torch_save({"claims": claims, "trajectory": trajectory, "sha256": _digest(trajectory)}, path)
         found.append(trajectory)
-        ctx.progress(step=index + 1, total=recipe.num_experts, phase="experts")
+        epochs = recipe.expert_epochs_kept   # counted in expert epochs, as train_expert reports them
+        ctx.progress(step=(index + 1) * epochs, total=recipe.num_experts * epochs, phase="expert epochs")
     return found
 
 

@@ -63,3 +63,16 @@ def test_seeds_in_one_vmapped_pass_follow_their_single_seed_runs(tmp_path):
     for seed, batched in zip((0, 1), together):
         alone = mtt.build_mtt(context(tmp_path, seed=seed), recipe(lr_lr=1e-7))
         assert torch.allclose(batched.images, alone.images, atol=1e-4) and batched.lr == pytest.approx(alone.lr, rel=1e-4)
+
+
+def test_expert_training_reports_progress_after_every_epoch(tmp_path):
+    """An MNIST expert epoch takes minutes on a CPU: progress comes per epoch, trained or read from the cache."""
+    seen = []
+    ctx = dataclasses.replace(context(tmp_path), progress=lambda **m: seen.append((m["step"], m["total"], m["phase"])))
+    r = recipe(num_experts=2, max_start_epoch=2, expert_epochs=1)          # 2 epochs kept per expert
+    mtt.experts(ctx, r)
+    assert seen == [(1, 4, "expert epochs"), (2, 4, "expert epochs"), (2, 4, "expert epochs"),
+                    (3, 4, "expert epochs"), (4, 4, "expert epochs"), (4, 4, "expert epochs")]
+    seen.clear()
+    mtt.experts(ctx, r)                                                    # cached: one report per expert
+    assert seen == [(2, 4, "expert epochs"), (4, 4, "expert epochs")]
