@@ -100,6 +100,7 @@ def patched_reference(reference: Path, scratch: Path, files=FILES, patches=PATCH
             raise SystemExit(f"{Path(sys.argv[0]).name}: error: {name} no longer contains {old!r}; update PATCHES")
         texts[name] = texts[name].replace(old, new)
     for name, text in texts.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)   # nested files (DD's datasets/, utils/)
         (target / name).write_bytes(text.encode())
     return target
 

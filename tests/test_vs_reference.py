@@ -168,3 +168,38 @@ def test_the_wandb_stand_in_hands_back_the_arguments_and_kornia_refuses(shim):
         for name in ("wandb", "kornia"):
             sys.modules.pop(name, None)
         sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module")
+def dd_script():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("vs_reference_dd")
+    finally:
+        sys.path.pop(0)
+
+
+def test_the_dd_patches_apply_to_a_copy_of_nested_files(tmp_path, dd_script):
+    reference = tmp_path / "ref"
+    for name in dd_script.FILES:
+        olds = [old for file, old, _, _ in dd_script.PATCHES if file == name]
+        (reference / name).parent.mkdir(parents=True, exist_ok=True)
+        (reference / name).write_text("x = 1\n" + "".join(f"{old}\n" for old in olds))
+    (tmp_path / "scratch").mkdir()
+    patched = dd_script.patched_reference(reference, tmp_path / "scratch", dd_script.FILES, dd_script.PATCHES)
+    assert "zero_grad(set_to_none=False)" in (patched / "train_distilled_image.py").read_text()
+    assert (patched / "utils" / "io.py").read_text() == "x = 1\n"          # unpatched files are copied as they are
+    assert "Loader=yaml.Loader" not in (reference / "base_options.py").read_text()   # the checkout is untouched
+
+
+def test_a_folder_that_is_not_the_dd_reference_is_refused_with_exit_2(tmp_path, dd_script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        dd_script.parse_args(["--reference", str(tmp_path), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and "lacks base_options.py" in capsys.readouterr().err
+
+
+def test_dd_cost_per_epoch_is_the_difference_of_the_two_runs(dd_script):
+    rows = [{"side": "ours", "config": c, "cpu_s": cpu, "peak_rss_mb": peak}
+            for c, cpu, peak in (("one", 40.0, 700), ("two", 58.5, 720))]
+    derived = dd_script.derived(rows, "ours")
+    assert derived["per_epoch_s"] == pytest.approx(18.5) and derived["peak_rss_mb"] == 720
