@@ -90,6 +90,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def mnist_reference_args(argv, description: str, script: str, files, what: str) -> argparse.Namespace:
+    """The arguments of a one-method side-by-side script (``vs_reference_mtt.py``, ``vs_reference_dd.py``): a
+    reference checkout holding ``files``, the MNIST folder, repeats, the output folder; bad input exits 2."""
+    parser = argparse.ArgumentParser(description=description)
+    add = parser.add_argument
+    add("--reference", required=True, type=Path, help=f"a checkout of {what}")
+    add("--reference-commit", default="", help="its commit, when the folder is not a git checkout")
+    add("--data-root", required=True, type=Path, help="folder holding MNIST/raw (torchvision layout)")
+    add("--repeats", type=int, default=1)
+    add("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    missing = [f for f in files if not (args.reference / f).is_file()]
+    if missing:
+        parser.exit(2, f"{script}: error: {args.reference} lacks {', '.join(missing[:3])} (a {what} checkout?)\n")
+    if not (args.data_root / "MNIST" / "raw").is_dir():
+        parser.exit(2, f"{script}: error: no MNIST/raw under {args.data_root}\n")
+    if args.repeats < 1:
+        parser.exit(2, f"{script}: error: --repeats must be at least 1\n")
+    return args
+
+
+def warm_mnist_cache(args, scratch: Path, env: dict[str, str]) -> Path:
+    """Our MNIST dataset cache, built once untimed (a one-epoch random run) at ``scratch/warm-cache``."""
+    warm = scratch / "warm-cache"
+    print("warming our dataset cache (untimed) ...", flush=True)
+    subprocess.run([sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist", "--data-root",
+                    str(args.data_root.resolve()), "--methods", "random", "--seeds", "1", "--eval-epochs", "1",
+                    "--threads", "1", "--quiet", "--out", str(scratch / "warm-out"), "--cache-dir", str(warm)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    return warm
+
+
 def patched_reference(reference: Path, scratch: Path, files=FILES, patches=PATCHES) -> Path:
     """The reference ``files`` copied into ``scratch/reference`` with ``patches`` applied (each must match once or more)."""
     target = scratch / "reference"

@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,8 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_reference import SHIM, fingerprint, measured, patched_reference, write_outputs  # noqa: E402
+from vs_reference import (SHIM, fingerprint, measured, mnist_reference_args, patched_reference,  # noqa: E402
+                          warm_mnist_cache, write_outputs)
 
 FILES = ("base_options.py", "basics.py", "main.py", "train_distilled_image.py", "test_train_distilled_image.py",
          "datasets/__init__.py", "datasets/caltech_ucsd_birds.py", "datasets/pascal_voc.py", "datasets/usps.py",
@@ -53,23 +53,7 @@ CONFIGS = {"one": 1, "two": 2}   # epochs of each configuration
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add = parser.add_argument
-    add("--reference", required=True, type=Path, help="a checkout of ssnl/dataset-distillation")
-    add("--reference-commit", default="", help="its commit, when the folder is not a git checkout")
-    add("--data-root", required=True, type=Path, help="folder holding MNIST/raw (torchvision layout)")
-    add("--repeats", type=int, default=1)
-    add("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    missing = [f for f in FILES if not (args.reference / f).is_file()]
-    if missing:
-        parser.exit(2, f"vs_reference_dd.py: error: {args.reference} lacks {', '.join(missing[:3])} "
-                       "(a dataset-distillation checkout?)\n")
-    if not (args.data_root / "MNIST" / "raw").is_dir():
-        parser.exit(2, f"vs_reference_dd.py: error: no MNIST/raw under {args.data_root}\n")
-    if args.repeats < 1:
-        parser.exit(2, "vs_reference_dd.py: error: --repeats must be at least 1\n")
-    return args
+    return mnist_reference_args(argv, __doc__.splitlines()[0], "vs_reference_dd.py", FILES, "ssnl/dataset-distillation")
 
 
 def reference_run(args, epochs: int, reference: Path, scratch: Path, env, log: Path) -> dict:
@@ -112,12 +96,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-reference-dd-") as name:
         scratch = Path(name)
         reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm = scratch / "warm-cache"
-        print("warming our dataset cache (untimed) ...", flush=True)
-        subprocess.run([sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist", "--data-root",
-                        str(args.data_root.resolve()), "--methods", "random", "--seeds", "1", "--eval-epochs", "1",
-                        "--threads", "1", "--quiet", "--out", str(scratch / "warm-out"), "--cache-dir", str(warm)],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        warm = warm_mnist_cache(args, scratch, env)
         for repeat in range(args.repeats):
             for config, epochs in CONFIGS.items():
                 for side in ("reference", "ours"):

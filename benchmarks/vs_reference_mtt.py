@@ -29,7 +29,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,7 +37,8 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_reference import SHIM, fingerprint, measured, patched_reference, write_outputs  # noqa: E402
+from vs_reference import (SHIM, fingerprint, measured, mnist_reference_args, patched_reference,  # noqa: E402
+                          warm_mnist_cache, write_outputs)
 
 FILES = ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py")
 MNIST_BRANCH = """    elif dataset == 'MNIST':
@@ -72,22 +72,7 @@ N, M = 1, 6   # updates of the short and long configurations (each runs one more
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add = parser.add_argument
-    add("--reference", required=True, type=Path, help="a checkout of GeorgeCazenavette/mtt-distillation")
-    add("--reference-commit", default="", help="its commit, when the folder is not a git checkout")
-    add("--data-root", required=True, type=Path, help="folder holding MNIST/raw (torchvision layout)")
-    add("--repeats", type=int, default=1)
-    add("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    missing = [f for f in FILES if not (args.reference / f).is_file()]
-    if missing:
-        parser.exit(2, f"vs_reference_mtt.py: error: {args.reference} lacks {', '.join(missing)} (an mtt-distillation checkout?)\n")
-    if not (args.data_root / "MNIST" / "raw").is_dir():
-        parser.exit(2, f"vs_reference_mtt.py: error: no MNIST/raw under {args.data_root}\n")
-    if args.repeats < 1:
-        parser.exit(2, "vs_reference_mtt.py: error: --repeats must be at least 1\n")
-    return args
+    return mnist_reference_args(argv, __doc__.splitlines()[0], "vs_reference_mtt.py", FILES, "GeorgeCazenavette/mtt-distillation")
 
 
 def reference_run(args, config: str, reference: Path, buffers: Path, env, log: Path) -> dict:
@@ -150,12 +135,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-reference-mtt-") as name:
         scratch = Path(name)
         reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm, buffers = scratch / "warm-cache", scratch / "buffers"
-        print("warming our dataset cache (untimed) ...", flush=True)
-        subprocess.run([sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist", "--data-root",
-                        str(args.data_root.resolve()), "--methods", "random", "--seeds", "1", "--eval-epochs", "1",
-                        "--threads", "1", "--quiet", "--out", str(scratch / "warm-out"), "--cache-dir", str(warm)],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        warm, buffers = warm_mnist_cache(args, scratch, env), scratch / "buffers"
         for repeat in range(args.repeats):
             for config in ("experts", "data", "short", "long"):
                 for side in ("reference", "ours"):
