@@ -111,15 +111,25 @@ def mnist_reference_args(argv, description: str, script: str, files, what: str) 
     return args
 
 
-def warm_mnist_cache(args, scratch: Path, env: dict[str, str]) -> Path:
-    """Our MNIST dataset cache, built once untimed (a one-epoch random run) at ``scratch/warm-cache``."""
+def warm_dataset_cache(args, scratch: Path, env: dict[str, str], dataset: str = "mnist") -> Path:
+    """Our dataset cache, built once untimed (a one-epoch random run) at ``scratch/warm-cache``."""
     warm = scratch / "warm-cache"
     print("warming our dataset cache (untimed) ...", flush=True)
-    subprocess.run([sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist", "--data-root",
+    subprocess.run([sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", dataset, "--data-root",
                     str(args.data_root.resolve()), "--methods", "random", "--seeds", "1", "--eval-epochs", "1",
                     "--threads", "1", "--quiet", "--out", str(scratch / "warm-out"), "--cache-dir", str(warm)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return warm
+
+
+def linked_cache(warm: Path, cache: Path, only: tuple[str, ...] | None = None) -> Path:
+    """A fresh cache folder for one timed run of ours: links to the warm cache's entries (``only`` those,
+    when given), never its sets, so every run builds its own set."""
+    cache.mkdir()
+    for entry in warm.iterdir():
+        if entry.name != "sets" and (only is None or entry.name in only):
+            (cache / entry.name).symlink_to(entry)
+    return cache
 
 
 def patched_reference(reference: Path, scratch: Path, files=FILES, patches=PATCHES) -> Path:
@@ -165,17 +175,9 @@ def reference_run(args, method: str, updates: int, epochs: int, reference: Path,
     return row
 
 
-def our_run(args, method: str, updates: int, epochs: int, warm_cache: Path, scratch: Path, env, log: Path,
-            warming: bool = False) -> dict:
+def our_run(args, method: str, updates: int, epochs: int, warm: Path, scratch: Path, env, log: Path) -> dict:
     _, _, ours, *_ = METHODS[method]
-    out, cache = scratch / f"ours-{log.stem}", scratch / f"cache-{log.stem}"
-    if warming:
-        cache = warm_cache
-    else:
-        cache.mkdir()
-        for entry in warm_cache.iterdir():   # the dataset cache, never a set: every run builds its own
-            if entry.name != "sets":
-                (cache / entry.name).symlink_to(entry)
+    out, cache = scratch / f"ours-{log.stem}", linked_cache(warm, scratch / f"cache-{log.stem}")
     command = [sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", args.dataset,
                "--data-root", str(args.data_root.resolve()), "--methods", ours, "--ipc", str(args.ipc),
                "--seeds", "1", "--set", f"{ours}.iterations={updates}", "--eval-epochs", str(epochs),
@@ -184,8 +186,7 @@ def our_run(args, method: str, updates: int, epochs: int, warm_cache: Path, scra
     with open(out / "results.csv") as handle:
         row["accuracy"] = float(next(csv.DictReader(handle))["test_accuracy"])
     shutil.rmtree(out)
-    if not warming:
-        shutil.rmtree(cache)
+    shutil.rmtree(cache)
     return row
 
 
@@ -221,10 +222,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-reference-") as name:
         scratch = Path(name)
         reference = patched_reference(args.reference, scratch)
-        warm = scratch / "warm-cache"
-        print("warming our dataset cache (untimed) ...", flush=True)
-        warm.mkdir()
-        our_run(args, "dc", 1, 1, warm, scratch, env, scratch / "warm.log", warming=True)
+        warm = warm_dataset_cache(args, scratch, env, args.dataset)
         sides = ["reference", "ours"] + (["ours-system"] if args.also_system else [])
         for repeat in range(args.repeats):
             for method in args.methods:

@@ -30,8 +30,8 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_reference import (SHIM, fingerprint, measured, mnist_reference_args, patched_reference,  # noqa: E402
-                          warm_mnist_cache, write_outputs)
+from vs_reference import (SHIM, fingerprint, linked_cache, measured, mnist_reference_args,  # noqa: E402
+                          patched_reference, warm_dataset_cache, write_outputs)
 
 FILES = ("base_options.py", "basics.py", "main.py", "train_distilled_image.py", "test_train_distilled_image.py",
          "datasets/__init__.py", "datasets/caltech_ucsd_birds.py", "datasets/pascal_voc.py", "datasets/usps.py",
@@ -67,9 +67,7 @@ def reference_run(args, epochs: int, reference: Path, scratch: Path, env, log: P
 
 
 def our_run(args, epochs: int, warm: Path, scratch: Path, env, log: Path) -> dict:
-    out, cache = scratch / f"ours-{log.stem}", scratch / f"cache-{log.stem}"
-    cache.mkdir()
-    (cache / "datasets").symlink_to(warm / "datasets")
+    out, cache = scratch / f"ours-{log.stem}", linked_cache(warm, scratch / f"cache-{log.stem}", only=("datasets",))
     command = [sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist",
                "--data-root", str(args.data_root.resolve()), "--methods", "dd", "--model", "lenet", "--ipc", "10",
                "--seeds", "1", "--set", f"dd.epochs={epochs}", "--eval-epochs", "1", "--threads", "1", "--jobs", "1",
@@ -96,7 +94,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-reference-dd-") as name:
         scratch = Path(name)
         reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm = warm_mnist_cache(args, scratch, env)
+        warm = warm_dataset_cache(args, scratch, env)
         for repeat in range(args.repeats):
             for config, epochs in CONFIGS.items():
                 for side in ("reference", "ours"):

@@ -37,8 +37,8 @@ from tabulate import tabulate
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_reference import (SHIM, fingerprint, measured, mnist_reference_args, patched_reference,  # noqa: E402
-                          warm_mnist_cache, write_outputs)
+from vs_reference import (SHIM, fingerprint, linked_cache, measured, mnist_reference_args,  # noqa: E402
+                          patched_reference, warm_dataset_cache, write_outputs)
 
 FILES = ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py")
 MNIST_BRANCH = """    elif dataset == 'MNIST':
@@ -95,11 +95,9 @@ def reference_run(args, config: str, reference: Path, buffers: Path, env, log: P
 
 
 def our_run(args, config: str, warm: Path, scratch: Path, env, log: Path) -> dict:
-    out, cache = scratch / f"ours-{log.stem}", scratch / f"cache-{log.stem}"
-    cache.mkdir()
-    for entry in warm.iterdir():   # the dataset cache always; the expert except in 'experts'; never a set
-        if entry.name != "sets" and (config != "experts" or entry.name == "datasets"):
-            (cache / entry.name).symlink_to(entry)
+    # the dataset cache always; the expert except in 'experts' (which trains it)
+    out = scratch / f"ours-{log.stem}"
+    cache = linked_cache(warm, scratch / f"cache-{log.stem}", only=("datasets",) if config == "experts" else None)
     updates = M if config == "long" else N
     command = [sys.executable, str(HERE.parent / "run_bench.py"), "--dataset", "mnist",
                "--data-root", str(args.data_root.resolve()), "--methods", "mtt", "--ipc", "1", "--seeds", "1",
@@ -135,7 +133,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-reference-mtt-") as name:
         scratch = Path(name)
         reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm, buffers = warm_mnist_cache(args, scratch, env), scratch / "buffers"
+        warm, buffers = warm_dataset_cache(args, scratch, env), scratch / "buffers"
         for repeat in range(args.repeats):
             for config in ("experts", "data", "short", "long"):
                 for side in ("reference", "ours"):

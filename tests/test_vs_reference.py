@@ -65,11 +65,13 @@ def test_the_shim_hands_out_what_torchvision_would(tmp_path, shim):
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
-def _fake_reference(folder: Path, script) -> Path:
-    folder.mkdir()
+def _fake_reference(folder: Path, script, eol: str = "\r\n") -> Path:
+    """A checkout of ``script``'s reference in miniature: each of its FILES (nested folders too), holding
+    the texts its PATCHES replace, one per line, with ``eol`` line ends (DatasetCondensation's are CRLF)."""
     for name in script.FILES:
         olds = [old for file, old, _, _ in script.PATCHES if file == name]
-        (folder / name).write_text("x = 1\r\n" + "".join(f"y = {old}\r\n" for old in olds))
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"x = 1{eol}" + "".join(f"y = {old}{eol}" for old in olds), newline="")
     return folder
 
 
@@ -115,11 +117,7 @@ def mtt_script():
 
 
 def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, mtt_script):
-    reference = tmp_path / "ref"
-    reference.mkdir()
-    for name in mtt_script.FILES:
-        olds = [old for file, old, _, _ in mtt_script.PATCHES if file == name]
-        (reference / name).write_text("x = 1\n" + "".join(f"{old}\n" for old in olds))
+    reference = _fake_reference(tmp_path / "ref", mtt_script, eol="\n")
     before = {name: (reference / name).read_bytes() for name in mtt_script.FILES}
     (tmp_path / "scratch").mkdir()
     patched = mtt_script.patched_reference(reference, tmp_path / "scratch", mtt_script.FILES, mtt_script.PATCHES)
@@ -153,8 +151,7 @@ def test_mtt_costs_are_differences_of_the_configurations(mtt_script):
 
 
 def test_the_wandb_stand_in_hands_back_the_arguments_and_kornia_refuses(shim):
-    import argparse
-    sys.path.insert(0, str(ROOT / "benchmarks" / "reference_shim"))
+    import argparse   # the shim fixture has put benchmarks/reference_shim first on sys.path
     saved = {k: sys.modules.pop(k) for k in ("wandb", "kornia") if k in sys.modules}
     try:
         wandb, kornia = importlib.import_module("wandb"), importlib.import_module("kornia")
@@ -164,7 +161,6 @@ def test_the_wandb_stand_in_hands_back_the_arguments_and_kornia_refuses(shim):
         with pytest.raises(NotImplementedError, match="without --zca"):
             kornia.enhance
     finally:
-        sys.path.pop(0)
         for name in ("wandb", "kornia"):
             sys.modules.pop(name, None)
         sys.modules.update(saved)
@@ -180,11 +176,7 @@ def dd_script():
 
 
 def test_the_dd_patches_apply_to_a_copy_of_nested_files(tmp_path, dd_script):
-    reference = tmp_path / "ref"
-    for name in dd_script.FILES:
-        olds = [old for file, old, _, _ in dd_script.PATCHES if file == name]
-        (reference / name).parent.mkdir(parents=True, exist_ok=True)
-        (reference / name).write_text("x = 1\n" + "".join(f"{old}\n" for old in olds))
+    reference = _fake_reference(tmp_path / "ref", dd_script, eol="\n")
     (tmp_path / "scratch").mkdir()
     patched = dd_script.patched_reference(reference, tmp_path / "scratch", dd_script.FILES, dd_script.PATCHES)
     assert "zero_grad(set_to_none=False)" in (patched / "train_distilled_image.py").read_text()
