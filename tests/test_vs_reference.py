@@ -13,13 +13,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def script():
+def _benchmark(name: str):
+    """The benchmark script ``benchmarks/<name>.py`` as a module (its folder on sys.path while in use)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        yield importlib.import_module("vs_reference")
+        yield importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def script():
+    yield from _benchmark("vs_reference")
 
 
 @pytest.fixture()
@@ -109,11 +114,7 @@ def test_per_update_and_per_epoch_costs_are_differences_of_the_configurations(sc
 
 @pytest.fixture(scope="module")
 def mtt_script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("vs_reference_mtt")
-    finally:
-        sys.path.pop(0)
+    yield from _benchmark("vs_reference_mtt")
 
 
 def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, mtt_script):
@@ -168,11 +169,7 @@ def test_the_wandb_stand_in_hands_back_the_arguments_and_kornia_refuses(shim):
 
 @pytest.fixture(scope="module")
 def dd_script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("vs_reference_dd")
-    finally:
-        sys.path.pop(0)
+    yield from _benchmark("vs_reference_dd")
 
 
 def test_the_dd_patches_apply_to_a_copy_of_nested_files(tmp_path, dd_script):
@@ -195,3 +192,45 @@ def test_dd_cost_per_epoch_is_the_difference_of_the_two_runs(dd_script):
             for c, cpu, peak in (("one", 40.0, 700), ("two", 58.5, 720))]
     derived = dd_script.derived(rows, "ours")
     assert derived["per_epoch_s"] == pytest.approx(18.5) and derived["peak_rss_mb"] == 720
+
+
+@pytest.fixture(scope="module")
+def theta_script():
+    yield from _benchmark("vs_reference_theta")
+
+
+def test_theta_costs_are_differences_of_the_configurations(theta_script):
+    steps = theta_script.CONFIGS["long"][0] - theta_script.CONFIGS["short"][0]
+    rows = [{"side": "ours", "config": c, "cpu_s": cpu, "peak_rss_mb": peak}
+            for c, cpu, peak in (("short", 20.0, 1100), ("long", 20.0 + 1.5 * steps, 1150), ("notest", 14.0, 1000))]
+    derived = theta_script.derived(rows, "ours")
+    assert derived["per_step_s"] == pytest.approx(1.5) and derived["test_pass_s"] == pytest.approx(6.0)
+    assert derived["peak_rss_mb"] == 1150
+
+
+def test_a_folder_that_is_not_the_theta_reference_is_refused_with_exit_2(tmp_path, theta_script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        theta_script.parse_args(["--reference", str(tmp_path), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and "lacks main.py" in capsys.readouterr().err
+
+
+def test_our_lenet_is_the_dd_references_network_on_mnist():
+    """ssnl/dataset-distillation's LeNet on 28 × 28: conv 6@5×5 padded by 2, max-pool, conv 16@5×5, max-pool,
+    linear 400 → 120 → 84 → 10; the same maps give the same 416 520 multiply-adds per image."""
+    from torch import nn
+
+    from dsvbench.models import InputShape, create_model
+    model, macs = create_model("lenet", InputShape(1, 28, 10)), []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            macs.append(output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        elif isinstance(module, nn.Linear):
+            macs.append(module.in_features * module.out_features)
+    for module in model.modules():
+        module.register_forward_hook(count)
+    model(torch.zeros(1, 1, 28, 28))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.padding for c in convs] == [(2, 2), (0, 0)]
+    assert [m.in_features for m in model.modules() if isinstance(m, nn.Linear)] == [400, 120, 84]
+    assert sum(macs) == 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10 == 416_520
