@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import EVAL_RECIPES, PRECISIONS, BenchConfig
+from .config import EVAL_RECIPES, PRECISIONS, RETRAIN_ENGINES, BenchConfig
 from .data import DATASETS
 from .methods import METHODS
 from .models import MODELS
@@ -33,6 +33,8 @@ def check_config(config: BenchConfig, jobs_requested: int | None) -> BenchConfig
         raise UserError(f"eval recipe {config.eval_recipe!r} is unknown; known: {', '.join(EVAL_RECIPES)}")
     if config.eval_precision not in PRECISIONS:
         raise UserError(f"eval precision {config.eval_precision!r} is unknown; known: {', '.join(PRECISIONS)}")
+    if config.retrain_engine not in RETRAIN_ENGINES:
+        raise UserError(f"retrain engine {config.retrain_engine!r} is unknown; known: {', '.join(RETRAIN_ENGINES)}")
     DATASETS.get(config.data.name)
     for model in (config.model, config.eval_model, *config.eval_models):
         if model:

@@ -120,6 +120,7 @@ class EvalRecipe:
 
 
 EVAL_RECIPES = ("dc", "dsa", "mtt", "dc_legacy", "dsv", "adam")
+RETRAIN_ENGINES = ("auto", "stacked", "plain")   # how a population of retrained models is trained
 PRECISIONS = ("fp32", "tf32", "bf16")
 # Models the DC reference trains with its 'crop_noise' strategy (``get_daparam``: ConvNetBN)
 BATCH_NORM_MODELS = ("convnet_bn",)
@@ -218,6 +219,10 @@ class BenchConfig:
     scores: bool = False                    # --scores: full-data accuracy per seed and recipe, for HLR / DDRS
     ddrs_weight: float = 0.5                # --ddrs-weight: w of DD-Ranking's score (dsvbench.scores)
     force: bool = False                     # --force: lift the work bounds of dsvbench.ranges (never the ranges)
+    retrain_engine: str = "auto"            # --retrain-engine: auto | stacked | plain (training.retrain_engine)
+    # A field whose default changed what a run computes: the value that reproduces a run.json written before
+    # the field existed (--replay uses it for a recording that lacks the field).
+    BEFORE: ClassVar[dict[str, Any]] = {"retrain_engine": "stacked"}
 
     @property
     def defaults_dataset(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .checks import check_config, ddrs_weight, worker_count
-from .config import EVAL_RECIPES, PRECISIONS, BenchConfig, DataConfig, PretrainRecipe
+from .config import EVAL_RECIPES, PRECISIONS, RETRAIN_ENGINES, BenchConfig, DataConfig, PretrainRecipe
 from .methods import METHODS
 from .plan import preset_overrides, preset_names
 from .ranges import RangeError, check_seeds
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-precision", choices=list(PRECISIONS), default="fp32",
         help="arithmetic of retraining and test evaluation: fp32 (default, exact), tf32 (CUDA: TF32 + cuDNN "
              "autotuning), bf16 (bfloat16 autocast); stored in every record's eval recipe")
+    add("--retrain-engine", choices=list(RETRAIN_ENGINES), default="auto",
+        help="how the retrained models of a column are trained: stacked (one torch.func population), plain (model "
+             "by model); auto (default): plain on the CPU where a model's activations reach 1 MiB per image "
+             "(MNIST, CIFAR-10 at width 128), else stacked. Part of the floating-point environment, in run.json")
     add("--pretrain-epochs", type=int, help="epochs of θ* pretraining (default: per dataset)")
     add("--force", action="store_true", help="accept counts past the work bounds this suite checks "
         "(seeds, epochs, steps, sizes far above any published budget); never values outside a range")
@@ -160,7 +164,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         backend=args.backend, scheduler=args.scheduler,
         out=args.out or f"results/{args.dataset}-ipc{'-'.join(map(str, ipcs))}", cache_dir=args.cache_dir,
         reference_dataset=args.reference_dataset, preset=args.preset, scores=args.scores,
-        ddrs_weight=ddrs_weight(args.ddrs_weight, args.scores, bool(args.from_dirs)), force=args.force)
+        ddrs_weight=ddrs_weight(args.ddrs_weight, args.scores, bool(args.from_dirs)), force=args.force,
+        retrain_engine=args.retrain_engine)
     return check_config(config, args.jobs)
 
 

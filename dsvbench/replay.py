@@ -101,6 +101,9 @@ def _rebuild(default: Any, recorded: dict[str, Any], where: str, missing: list[s
     for name in fields:
         current = getattr(default, name)
         if name not in recorded:
+            before = getattr(default, "BEFORE", {})   # a field whose default changed what a run computes
+            if name in before:
+                values[name] = current = before[name]
             missing.append(f"{where}.{name}={current!r}")
             continue
         value = recorded[name]

@@ -26,7 +26,7 @@ from .progress import progress_bar
 from .registry import first_line
 from .provenance import method_source, provenance
 from .setcache import load_cached_set, save_cached_set, set_claims, set_problem
-from .training import per_class_accuracy, predict, retrain_passes, retrain_population
+from .training import per_class_accuracy, predict, retrain_engine, retrain_passes, retrain_population
 
 
 def theta_for(config: BenchConfig, spec: MethodSpec, dataset: ImageDataset, run_pretrained: Pretrained | None,
@@ -101,10 +101,11 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
     sets = [(item[4], item[5]) for item in items]
     lrs = [item[6]["retrain_lr"] for item in items]
     seeds = ",".join(str(s) for s in dict.fromkeys(job.seed for job, *_ in items))
-    with progress_bar(total=retrain_passes(models, sets, evaluation), disable=not progress, unit="pass",
+    engine = retrain_engine(config.retrain_engine, models[0], sets[0][0])
+    with progress_bar(total=retrain_passes(models, sets, evaluation, engine), disable=not progress, unit="pass",
                       desc=f"retrain {spec.name} seed {seeds} ({len(models)} models, {evaluation.name})") as bar:
         results = retrain_population(models, generators, sets, dataset.test_x.to(device), dataset.test_y.to(device),
-                                     evaluation, on_epoch=bar.update if progress else None, lrs=lrs)
+                                     evaluation, on_epoch=bar.update if progress else None, lrs=lrs, engine=engine)
     records = []
     for (job, key, ekey, eval_index, _, _, info), result in zip(items, results):
         record = {
@@ -112,7 +113,7 @@ def _run_task(config: BenchConfig, task: Task, progress: bool,
             "method_version": spec.version, "seed": job.seed, "eval_index": eval_index,
             "test_accuracy": result.test_accuracy,
             "set_train_accuracy": result.train_accuracy, "retrain_seconds": result.seconds,
-            "retrain_population": len(items),
+            "retrain_population": len(items), "retrain_engine": engine,
             "dataset": dataset.name, "ipc": config.ipc, "model": config.model,
             "eval_model": config.retrain_model, "needs": spec.needs, "device": str(device),
             "set_key": key, "eval_key": ekey, "pretrain_key": pretrained.key if pretrained else None,

@@ -170,30 +170,56 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
     return RetrainResult(test, train, final_loss, time.perf_counter() - start)
 
 
+# From this many bytes of activations per image on (``models.activation_bytes``), ``auto`` trains a CPU
+# population model by model.  Measured on this 2-core CPU, one thread, ms per model and epoch of the DC recipe,
+# 5 models (stacked / plain): digits ConvNet (16 KiB per image) 0.84 / 1.31; MNIST ConvNet (2.1 MiB) on 10
+# images 48.9 / 36.8, on 100 images 897 / 385; MNIST LeNet (58 KiB) 2.35 / 2.17; digits VGG11 (202 KiB) 105 / 52.
+# Under ``torch.func`` the instance norm runs as a composite of separate operations, which costs more than
+# the stacking saves once the maps are large.  1 MiB keeps every digits model stacked (its committed tables).
+PLAIN_MIN_IMAGE_BYTES = 1 << 20
+
+
+def retrain_engine(engine: str, model: nn.Module, image: torch.Tensor) -> str:
+    """The engine that retrains a population of ``model`` on sets of ``image``'s shape: ``stacked`` (one
+    ``torch.func`` population, :mod:`.vectorized`) or ``plain`` (model by model, autograd and ``torch.optim``,
+    :func:`retrain`).  ``auto``: plain on the CPU from :data:`PLAIN_MIN_IMAGE_BYTES` of activations per image,
+    else stacked; batch-norm networks are always trained plain.  The two agree up to floating-point
+    summation order, so the engine is part of what the numbers depend on (``run.json``, every record)."""
+    from .models import activation_bytes
+    from .vectorized import supports_stacking
+    if not supports_stacking(model):
+        return "plain"
+    if engine != "auto":
+        return engine
+    if image.device.type != "cpu":
+        return "stacked"
+    return "plain" if activation_bytes(model, image[:1]) >= PLAIN_MIN_IMAGE_BYTES else "stacked"
+
+
 def retrain_population(models: list[nn.Module], generators: list[torch.Generator],
                        sets: list[tuple[torch.Tensor, torch.Tensor]], test_images: torch.Tensor,
                        test_labels: torch.Tensor, recipe: EvalRecipe,
                        on_epoch: Callable[[], None] | None = None,
-                       lrs: list[float] | None = None) -> list[RetrainResult]:
-    """Retrain model m on set m (all of one column: seeds × evals): one stacked population per
-    set size when the architecture allows it, else one after another; the numbers agree.
-    ``on_epoch()`` after every pass of every population (or model): :func:`retrain_passes` in all.
-    ``lrs``: model m's learning rate (sets with a learned one), else the recipe's for all."""
-    from .vectorized import supports_stacking
+                       lrs: list[float] | None = None, engine: str = "auto") -> list[RetrainResult]:
+    """Retrain model m on set m (all of one column: seeds × evals): one stacked population per set size,
+    or one after another, as :func:`retrain_engine` decides for ``engine``; the numbers agree up to
+    summation order.  ``on_epoch()`` after every pass of every population (or model): :func:`retrain_passes`
+    in all.  ``lrs``: model m's learning rate (sets with a learned one), else the recipe's for all."""
     tick = (lambda _: on_epoch()) if on_epoch is not None else None
     if lrs is not None and all(lr == recipe.lr for lr in lrs):
         lrs = None   # the recipe's rate for everyone: the plain path, bit for bit
-    if not supports_stacking(models[0]):
+    if retrain_engine(engine, models[0], sets[0][0]) == "plain":
         return [retrain(m, x, y, test_images, test_labels, recipe, g, tick, None if lrs is None else lrs[i])
                 for i, (m, g, (x, y)) in enumerate(zip(models, generators, sets))]
     with numeric_precision(recipe.precision, test_images.device):
         return _retrain_stacked(models, generators, sets, test_images, test_labels, recipe, tick, lrs)
 
 
-def retrain_passes(models: list[nn.Module], sets: list[tuple[torch.Tensor, torch.Tensor]], recipe: EvalRecipe) -> int:
+def retrain_passes(models: list[nn.Module], sets: list[tuple[torch.Tensor, torch.Tensor]], recipe: EvalRecipe,
+                   engine: str = "auto") -> int:
     """How many times :func:`retrain_population` calls its ``on_epoch`` (the length of its progress bar)."""
-    from .vectorized import supports_stacking
-    groups = len({len(y) for _, y in sets}) if supports_stacking(models[0]) else len(models)
+    stacked = retrain_engine(engine, models[0], sets[0][0]) == "stacked"
+    groups = len({len(y) for _, y in sets}) if stacked else len(models)
     return groups * recipe.passes
 
 

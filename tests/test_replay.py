@@ -33,12 +33,28 @@ def test_replayed_config_equals_the_original(tmp_path, capsys):
         "herding", "dsvg", "--seed-list", "3", "5", "--ipc", "2", "--model", "convnet", "--eval-model", "mlp",
         "--evals-per-set", "2", "--eval-recipe", "dsv", "--eval-epochs", "7", "--pretrain-epochs", "3",
         "--preset", "neurips", "--set", "dc.iterations=5", "--herding-features", "pixels", "--scores",
-        "--ddrs-weight", "0.3", "--out", tmp_path / "a", "--cache-dir", tmp_path / "cache"))
+        "--ddrs-weight", "0.3", "--retrain-engine", "plain", "--out", tmp_path / "a", "--cache-dir", tmp_path / "cache"))
     info = run_info(resolve(original), time.time(), None)
     (tmp_path / "a" / "run.json").write_text(json.dumps(info, default=str))
     replayed, _ = replay_config(parse("--replay", tmp_path / "a" / "run.json", "--out", tmp_path / "b"))
     assert replayed == dataclasses.replace(original, out=str(tmp_path / "b"))
     assert original.method_overrides and original.eval_model == "mlp" and original.seeds == (3, 5)
+    assert original.retrain_engine == "plain"
+
+
+def test_a_run_json_from_before_the_retrain_engine_replays_with_the_stacked_one(tmp_path, capsys):
+    """A field whose default changed what a run computes: a recording without it replays with the value that
+    reproduces it (``BenchConfig.BEFORE``: every population stacked), and says so; other missing fields keep
+    their defaults."""
+    original = config_from_args(parse("--dataset", "digits", "--methods", "random", "--out", tmp_path / "a"))
+    assert original.retrain_engine == "auto"
+    info = run_info(resolve(original), time.time(), None)
+    del info["config"]["retrain_engine"], info["config"]["force"]
+    (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "a" / "run.json").write_text(json.dumps(info, default=str))
+    replayed, _ = replay_config(parse("--replay", tmp_path / "a" / "run.json", "--out", tmp_path / "b"))
+    assert replayed.retrain_engine == "stacked" and replayed.force is False
+    assert "config.retrain_engine='stacked'" in capsys.readouterr().err
 
 
 def test_a_tiny_run_replayed_gives_identical_records_and_warns_about_other_code(tmp_path, capsys):

@@ -64,3 +64,44 @@ def test_stacked_adam_equals_torch_adam(tiny_dataset):
     train_stacked([other], tiny_dataset.train_x, tiny_dataset.train_y, recipe, [torch.Generator().manual_seed(0)])
     for a, b in zip(one.parameters(), other.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_retrain_engine_stacks_small_maps_and_trains_large_ones_model_by_model_on_the_cpu():
+    """auto: stacked for the digits ConvNet (16 KiB of activations per image), plain for MNIST's (2.1 MiB);
+    a batch-norm network is always plain; an explicit engine is kept."""
+    from dsvbench.models import InputShape
+    from dsvbench.training import PLAIN_MIN_IMAGE_BYTES, retrain_engine
+    small, large = InputShape(1, 8, 10), InputShape(1, 28, 10)
+    digits, mnist = create_model("convnet", small), create_model("convnet", large)
+    assert retrain_engine("auto", digits, torch.zeros(3, 1, 8, 8)) == "stacked"
+    assert retrain_engine("auto", mnist, torch.zeros(3, 1, 28, 28)) == "plain"
+    assert retrain_engine("stacked", mnist, torch.zeros(3, 1, 28, 28)) == "stacked"
+    assert retrain_engine("plain", digits, torch.zeros(3, 1, 8, 8)) == "plain"
+    assert retrain_engine("stacked", create_model("convnet_bn", small), torch.zeros(3, 1, 8, 8)) == "plain"
+    assert PLAIN_MIN_IMAGE_BYTES > 202 * 1024   # digits' largest (VGG11) stays stacked: its committed tables
+
+
+def test_the_plain_engine_is_one_model_after_another_and_agrees_with_the_stacked_one(tiny_dataset):
+    """engine='plain' gives exactly what :func:`retrain` gives model by model (progress ticks per model and
+    pass); the stacked population agrees up to summation order."""
+    from dsvbench.training import retrain, retrain_passes, retrain_population
+    recipe = EvalRecipe("t", "sgd", lr=0.05, epochs=3, batch_size=16, augment="crop", weight_decay=5e-4)
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    sets = [(x[:18], y[:18]), (x[18:36], y[18:36])]   # one size: one stacked population
+    test = (tiny_dataset.test_x, tiny_dataset.test_y)
+    outcomes = {}
+    for engine in ("plain", "stacked", "one-by-one"):
+        generators = [torch.Generator().manual_seed(seed) for seed in (0, 1)]
+        models = [create_model("convnet_tiny", tiny_dataset.shape, g) for g in generators]
+        ticks = []
+        if engine == "one-by-one":
+            results = [retrain(m, x, y, *test, recipe, g) for m, g, (x, y) in zip(models, generators, sets)]
+        else:
+            results = retrain_population(models, generators, sets, *test, recipe, on_epoch=lambda: ticks.append(1),
+                                         engine=engine)
+            assert len(ticks) == retrain_passes(models, sets, recipe, engine) == (6 if engine == "plain" else 3)
+        outcomes[engine] = ([r.test_accuracy for r in results], [torch.cat([p.flatten() for p in m.parameters()])
+                                                                 for m in models])
+    assert outcomes["plain"][0] == outcomes["one-by-one"][0]
+    assert all(torch.equal(a, b) for a, b in zip(outcomes["plain"][1], outcomes["one-by-one"][1]))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(outcomes["plain"][1], outcomes["stacked"][1]))
