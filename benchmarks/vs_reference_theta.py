@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             "configs": {k: {"steps": s, "test_pass": t} for k, (s, t) in CONFIGS.items()},
             "recipe": f"ConvNet width 128 on MNIST, Adam lr {LR} weight decay {WEIGHT_DECAY}, batches of {BATCH}, "
                       "no augmentation; reference: utils.epoch('train') of DatasetCondensation; ours: pretrain.adam_stage",
-            "budget": "REDUCED: 10 and 60 of θ*'s 4 690 steps (20 epochs); timings only, no accuracy"}
+            "budget": "REDUCED: 10 and 60 of θ*'s 4 700 steps (20 epochs of 235); timings only, no accuracy"}
     write_outputs(args, text, info, PATCHES, rows)
     return 0
 
