@@ -84,11 +84,12 @@ def read_run_json(path: str | Path) -> tuple[dict[str, Any], Path]:
 
 def config_from_record(recorded: dict[str, Any]) -> tuple[BenchConfig, list[str]]:
     """The :class:`BenchConfig` a run recorded (``to_dict`` inverted), and a warning per field the
-    recording lacks (written by an older dsvbench: the default is used)."""
+    recording lacks (written by an older dsvbench: the default is used, or ``BenchConfig.BEFORE``'s value
+    where the default changed what a run computes)."""
     missing: list[str] = []
     config = _rebuild(BenchConfig(), recorded, "config", missing)
-    return config, ([f"run.json predates {', '.join(missing)} (an older dsvbench): these defaults are used "
-                     "(a new field defaults to the behaviour before it)"] if missing else [])
+    return config, ([f"run.json predates {', '.join(missing)} (an older dsvbench): these values are used "
+                     "(each the behaviour before its field existed)"] if missing else [])
 
 
 def _rebuild(default: Any, recorded: dict[str, Any], where: str, missing: list[str]) -> Any:

@@ -171,11 +171,12 @@ def retrain(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, test_i
 
 
 # From this many bytes of activations per image on (``models.activation_bytes``), ``auto`` trains a CPU
-# population model by model.  Measured on this 2-core CPU, one thread, ms per model and epoch of the DC recipe,
-# 5 models (stacked / plain): digits ConvNet (16 KiB per image) 0.84 / 1.31; MNIST ConvNet (2.1 MiB) on 10
-# images 48.9 / 36.8, on 100 images 897 / 385; MNIST LeNet (58 KiB) 2.35 / 2.17; digits VGG11 (202 KiB) 105 / 52.
-# Under ``torch.func`` the instance norm runs as a composite of separate operations, which costs more than
-# the stacking saves once the maps are large.  1 MiB keeps every digits model stacked (its committed tables).
+# population model by model.  Measured on this 2-core CPU, one thread, CPU ms per model and epoch of the DC recipe,
+# 5 models, stacked / plain (benchmarks/bench_retrain_engine.py): digits ConvNet (16 KiB per image) 0.96 / 1.31;
+# MNIST ConvNet (2.1 MiB) on 10 images 46.5 / 39.9, on 100 images 899 / 373; MNIST LeNet (58 KiB) 2.61 / 2.88;
+# digits VGG11 (202 KiB) 106 / 55.  Under ``torch.func`` the instance norm runs as a composite of separate
+# operations, which costs more than the stacking saves once the maps are large.  1 MiB keeps every digits model
+# stacked (its committed tables).
 PLAIN_MIN_IMAGE_BYTES = 1 << 20
 
 
