@@ -105,3 +105,20 @@ def test_the_plain_engine_is_one_model_after_another_and_agrees_with_the_stacked
     assert outcomes["plain"][0] == outcomes["one-by-one"][0]
     assert all(torch.equal(a, b) for a, b in zip(outcomes["plain"][1], outcomes["one-by-one"][1]))
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(outcomes["plain"][1], outcomes["stacked"][1]))
+
+
+def test_the_engine_benchmark_prints_both_engines_and_autos_pick(capsys):
+    import importlib
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench_retrain_engine")
+    finally:
+        sys.path.pop(0)
+    assert bench.main(["--shape", "1", "8", "--images", "10", "--models", "2", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "auto picks stacked" in out and "| stacked" in out and "| plain" in out
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(["--models", "0"])
+    assert exit_.value.code == 2
