@@ -97,7 +97,8 @@ def budget_notes(config: BenchConfig) -> list[str]:
 def print_config(plan: Plan, echo: Callable[[str], None] = print) -> None:
     config = plan.config
     echo(f"dsvbench {__version__}: {config.data.name} IPC={config.ipc}, model {config.model} -> "
-          f"retrain {config.retrain_model}, seeds {list(config.seeds)}, device {config.device}, out {config.out}")
+          f"retrain {config.retrain_model} ({config.retrain_engine} engine), seeds {list(config.seeds)}, "
+          f"device {config.device}, out {config.out}")
     echo(f"  pretraining: {to_dict(config.pretrain)}")
     for column in plan.columns:
         echo(f"  {column.method} (v{column.spec.version}): {to_dict(column.recipe)}; "
