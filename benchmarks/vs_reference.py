@@ -32,7 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 from tabulate import tabulate
 
@@ -120,6 +122,30 @@ def warm_dataset_cache(args, scratch: Path, env: dict[str, str], dataset: str = 
                     "--threads", "1", "--quiet", "--out", str(scratch / "warm-out"), "--cache-dir", str(warm)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return warm
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+class Scratch(NamedTuple):
+    """What every timed run of a side-by-side script shares: a scratch folder, the patched reference copy in it,
+    our warm dataset cache and the one-thread environment."""
+    folder: Path
+    reference: Path
+    warm: Path
+    env: dict[str, str]
+
+
+@contextmanager
+def prepared(args, prefix: str, files=FILES, patches=PATCHES, dataset: str = "mnist") -> Iterator[Scratch]:
+    """``args.out`` made, then a temporary :class:`Scratch` (removed afterwards): ``files`` of ``args.reference``
+    copied and patched, our dataset cache warmed (untimed), ``ONE_THREAD`` over this process's environment."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ONE_THREAD}
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        folder = Path(name)
+        reference = patched_reference(args.reference, folder, files, patches)
+        yield Scratch(folder, reference, warm_dataset_cache(args, folder, env, dataset), env)
 
 
 def linked_cache(warm: Path, cache: Path, only: tuple[str, ...] | None = None) -> Path:
@@ -216,13 +242,8 @@ def fingerprint(reference: Path, commit: str, files=FILES) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="vs-reference-") as name:
-        scratch = Path(name)
-        reference = patched_reference(args.reference, scratch)
-        warm = warm_dataset_cache(args, scratch, env, args.dataset)
+    with prepared(args, "vs-reference-", dataset=args.dataset) as (scratch, reference, warm, env):
         sides = ["reference", "ours"] + (["ours-system"] if args.also_system else [])
         for repeat in range(args.repeats):
             for method in args.methods:

@@ -19,11 +19,9 @@ of 400 makes no set worth quoting.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
@@ -31,7 +29,7 @@ from tabulate import tabulate
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from vs_reference import (SHIM, fingerprint, linked_cache, measured, mnist_reference_args,  # noqa: E402
-                          patched_reference, warm_dataset_cache, write_outputs)
+                          prepared, write_outputs)
 
 FILES = ("base_options.py", "basics.py", "main.py", "train_distilled_image.py", "test_train_distilled_image.py",
          "datasets/__init__.py", "datasets/caltech_ucsd_birds.py", "datasets/pascal_voc.py", "datasets/usps.py",
@@ -88,13 +86,8 @@ def derived(rows: list[dict], side: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="vs-reference-dd-") as name:
-        scratch = Path(name)
-        reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm = warm_dataset_cache(args, scratch, env)
+    with prepared(args, "vs-reference-dd-", FILES, PATCHES) as (scratch, reference, warm, env):
         for repeat in range(args.repeats):
             for config, epochs in CONFIGS.items():
                 for side in ("reference", "ours"):

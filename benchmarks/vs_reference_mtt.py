@@ -26,11 +26,9 @@ the reference evaluates during distillation only (patched out: its evaluation an
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
@@ -38,7 +36,7 @@ from tabulate import tabulate
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from vs_reference import (SHIM, fingerprint, linked_cache, measured, mnist_reference_args,  # noqa: E402
-                          patched_reference, warm_dataset_cache, write_outputs)
+                          prepared, write_outputs)
 
 FILES = ("buffer.py", "distill.py", "utils.py", "networks.py", "reparam_module.py")
 MNIST_BRANCH = """    elif dataset == 'MNIST':
@@ -127,13 +125,9 @@ def derived(rows: list[dict], side: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="vs-reference-mtt-") as name:
-        scratch = Path(name)
-        reference = patched_reference(args.reference, scratch, FILES, PATCHES)
-        warm, buffers = warm_dataset_cache(args, scratch, env), scratch / "buffers"
+    with prepared(args, "vs-reference-mtt-", FILES, PATCHES) as (scratch, reference, warm, env):
+        buffers = scratch / "buffers"
         for repeat in range(args.repeats):
             for config in ("experts", "data", "short", "long"):
                 for side in ("reference", "ours"):

@@ -21,10 +21,8 @@ make no θ*.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
@@ -32,7 +30,7 @@ from tabulate import tabulate
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from vs_reference import (FILES, PATCHES, SHIM, fingerprint, measured, mnist_reference_args,  # noqa: E402
-                          patched_reference, warm_dataset_cache, write_outputs)
+                          prepared, write_outputs)
 
 BATCH, LR, WEIGHT_DECAY = 256, 1e-3, 5e-3
 CONFIGS = {"short": (10, True), "long": (60, True), "notest": (10, False)}   # (steps, test pass)
@@ -112,13 +110,8 @@ def main(argv=None) -> int:
         (reference_child if side == "reference" else our_child)(target, data_root, int(steps), test == "1")
         return 0
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="vs-reference-theta-") as name:
-        scratch = Path(name)
-        reference = patched_reference(args.reference, scratch)
-        warm = warm_dataset_cache(args, scratch, env)
+    with prepared(args, "vs-reference-theta-") as (scratch, reference, warm, env):
         for repeat in range(args.repeats):
             for config, (steps, test) in CONFIGS.items():
                 for side in ("reference", "ours"):

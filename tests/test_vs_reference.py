@@ -117,11 +117,11 @@ def mtt_script():
     yield from _benchmark("vs_reference_mtt")
 
 
-def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, mtt_script):
+def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, script, mtt_script):
     reference = _fake_reference(tmp_path / "ref", mtt_script, eol="\n")
     before = {name: (reference / name).read_bytes() for name in mtt_script.FILES}
     (tmp_path / "scratch").mkdir()
-    patched = mtt_script.patched_reference(reference, tmp_path / "scratch", mtt_script.FILES, mtt_script.PATCHES)
+    patched = script.patched_reference(reference, tmp_path / "scratch", mtt_script.FILES, mtt_script.PATCHES)
     assert {name: (reference / name).read_bytes() for name in mtt_script.FILES} == before
     utils = (patched / "utils.py").read_text()
     assert utils.index("elif dataset == 'MNIST'") < utils.index("elif dataset == 'Tiny'")
@@ -131,7 +131,7 @@ def test_the_mtt_patches_give_the_reference_an_mnist_branch_on_a_copy(tmp_path, 
     (reference / "distill.py").write_text("moved\n")
     (tmp_path / "scratch2").mkdir()
     with pytest.raises(SystemExit, match="distill.py no longer contains 'eval_it_pool"):
-        mtt_script.patched_reference(reference, tmp_path / "scratch2", mtt_script.FILES, mtt_script.PATCHES)
+        script.patched_reference(reference, tmp_path / "scratch2", mtt_script.FILES, mtt_script.PATCHES)
 
 
 def test_a_folder_that_is_not_the_mtt_reference_is_refused_with_exit_2(tmp_path, mtt_script, capsys):
@@ -172,10 +172,10 @@ def dd_script():
     yield from _benchmark("vs_reference_dd")
 
 
-def test_the_dd_patches_apply_to_a_copy_of_nested_files(tmp_path, dd_script):
+def test_the_dd_patches_apply_to_a_copy_of_nested_files(tmp_path, script, dd_script):
     reference = _fake_reference(tmp_path / "ref", dd_script, eol="\n")
     (tmp_path / "scratch").mkdir()
-    patched = dd_script.patched_reference(reference, tmp_path / "scratch", dd_script.FILES, dd_script.PATCHES)
+    patched = script.patched_reference(reference, tmp_path / "scratch", dd_script.FILES, dd_script.PATCHES)
     assert "zero_grad(set_to_none=False)" in (patched / "train_distilled_image.py").read_text()
     assert (patched / "utils" / "io.py").read_text() == "x = 1\n"          # unpatched files are copied as they are
     assert "Loader=yaml.Loader" not in (reference / "base_options.py").read_text()   # the checkout is untouched
@@ -234,3 +234,19 @@ def test_our_lenet_is_the_dd_references_network_on_mnist():
     assert [c.padding for c in convs] == [(2, 2), (0, 0)]
     assert [m.in_features for m in model.modules() if isinstance(m, nn.Linear)] == [400, 120, 84]
     assert sum(macs) == 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10 == 416_520
+
+
+def test_prepared_makes_the_output_folder_a_patched_copy_and_a_one_thread_environment(tmp_path, script, monkeypatch):
+    """The shared set-up of every side-by-side script: the out folder, the patched copy and the warm cache in a
+    scratch folder that is removed afterwards, OMP_NUM_THREADS=1 in the runs' environment."""
+    import argparse
+    reference = _fake_reference(tmp_path / "ref", script)
+    warmed = []
+    monkeypatch.setattr(script, "warm_dataset_cache",
+                        lambda args, scratch, env, dataset="mnist": warmed.append((env, dataset)) or scratch / "warm")
+    args = argparse.Namespace(reference=reference, out=tmp_path / "out")
+    with script.prepared(args, "t-", dataset="fashion") as (scratch, patched, warm, env):
+        assert scratch.is_dir() and patched == scratch / "reference" and warm == scratch / "warm"
+        assert all((patched / name).is_file() for name in script.FILES)
+        assert env["OMP_NUM_THREADS"] == "1" and warmed == [(env, "fashion")]
+    assert (tmp_path / "out").is_dir() and not scratch.exists()
