@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_torch_save
-from .config import EVAL_RECIPES
+from .config import EVAL_RECIPES, RETRAIN_ENGINES
 from .data import ImageDataset
 from .data.folder import IMAGE_SUFFIXES, class_images, file_sha256, open_image
 from .methods import METHODS, BuildContext, CondensedSet, register_method
@@ -244,6 +244,8 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     add("--out", help="output folder (default results/evaluate-<name>)")
     add("--cache-dir", default=".dsvbench_cache")
     add("--threads", type=int)
+    add("--retrain-engine", choices=RETRAIN_ENGINES, default="auto", help="stacked, plain or auto (default): as the "
+        "run's flag (plain on the CPU from 1 MiB of activations per image)")
     add("--quiet", action="store_true")
     return parser
 
@@ -283,7 +285,7 @@ def evaluate_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             "--set", f"{args.name}.files={','.join(converted)}",
             "--set", f"{args.name}.sha256={','.join(digests)}", "--set", f"{args.name}.scale={loaded[0].scale}"]
     for flag, value in (("--eval-model", args.eval_model), ("--eval-epochs", args.eval_epochs),
-                        ("--threads", args.threads)):
+                        ("--threads", args.threads), ("--retrain-engine", args.retrain_engine)):
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--scores"] if args.scores else []

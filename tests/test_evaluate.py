@@ -47,9 +47,12 @@ def test_an_npz_of_bytes_is_normalized_said_and_scored_beside_random(tmp_path, c
     images = (digits.images[picks] * 255 / 16).round().astype(np.uint8)        # 0–255 bytes, N×H×W
     np.savez(tmp_path / "mine.npz", images=images, labels=digits.target[picks])
     code, out, err = evaluate(capsys, tmp_path / "mine.npz", *DIGITS, "--seeds", "2", "--out", tmp_path / "eval",
-                              "--cache-dir", tmp_path / "cache")
+                              "--cache-dir", tmp_path / "cache", "--retrain-engine", "plain")
     assert code == 0, err
     assert "read as 0–255 pixel values, normalized" in out
+    run = json.loads((tmp_path / "eval" / "run.json").read_text())
+    assert run["config"]["retrain_engine"] == "plain"
+    assert {json.loads(f.read_text())["retrain_engine"] for f in (tmp_path / "eval" / "records").glob("*.json")} == {"plain"}
     mine = records(tmp_path / "eval", "external")
     assert set(mine) == {(0, 0), (1, 0)} and all(0 <= a <= 100 for a in mine.values())
     assert len(records(tmp_path / "eval", "random")) == 2                   # the IOR row's reference
