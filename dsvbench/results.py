@@ -50,6 +50,9 @@ def summarize(records: list[dict[str, Any]], reference_dataset: str | None = Non
     for column in ("pretrained_agreement", "lambda_class_acc_pearson"):
         if column in frame:
             summary[column] = frame.groupby(keys, sort=False)[column].mean().values
+    if "peak_memory_raised" in frame:   # did any of the column's builds raise the process's peak (older records: unknown)
+        raised = frame.assign(raised=frame["peak_memory_raised"].map(lambda v: v is not False))
+        summary["peak_memory_raised"] = raised.groupby(keys, sort=False)["raised"].any().values
     refs = [reference_for(reference_dataset or row.dataset, row.ipc, row.method)
             for row in summary.itertuples()]
     summary["paper_mean"] = [r[0] if r else None for r in refs]
@@ -173,7 +176,8 @@ def details_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
         where = ", ".join(([f"IPC {row.ipc}"] if grid else []) + ([str(row.eval_model)] if cross else []))
         rows.append([f"{row.column} ({where})" if where else row.column, row.needs,
                      f"{row.build_seconds:.1f}", f"{row.retrain_seconds:.1f}",
-                     f"{row.peak_memory_mb:.0f}", _maybe(row, "pretrained_agreement", "{:.0f}"),
+                     ("" if getattr(row, "peak_memory_raised", True) is not False else "≤ ") + f"{row.peak_memory_mb:.0f}",
+                     _maybe(row, "pretrained_agreement", "{:.0f}"),
                      _maybe(row, "lambda_class_acc_pearson", "{:+.2f}")])
     return header, rows
 

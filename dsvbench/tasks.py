@@ -183,6 +183,7 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
             for group in groups:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
+                before = _process_peak_mb()
                 start = time.perf_counter()
                 sets = spec.build_all([contexts[i] for i in group], recipe)
                 seconds = time.perf_counter() - start
@@ -191,7 +192,7 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
                     if problem:
                         raise MethodFailed(f"{spec.name} built a set that {problem}")
                     build_info = {"build_seconds": seconds / len(group), "build_batch": len(group),
-                                  **_peak_memory(device)}
+                                  **_peak_memory(device, before)}
                     key = missing[i][1]
                     save_cached_set(cache[key], condensed, build_info, claims[key])
                     found[key] = (condensed, build_info)
@@ -201,13 +202,20 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
     return [found[key] for _, key in jobs_keys]
 
 
-def _peak_memory(device: torch.device) -> dict[str, Any]:
+def _process_peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
+
+
+def _peak_memory(device: torch.device, before: float) -> dict[str, Any]:
+    """The build's memory: on CUDA the peak allocated during it; on the CPU the process's peak RSS at its end,
+    with ``peak_memory_raised`` False when the build did not raise it (the peak was set earlier in the
+    process: θ*, the polish, another column; the tables then print it as an upper bound, "≤")."""
     if device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20,
-                "peak_memory_kind": "cuda max allocated during build"}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
-    return {"peak_memory_mb": peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024,
-            "peak_memory_kind": "process peak RSS (CPU)"}
+                "peak_memory_kind": "cuda max allocated during build", "peak_memory_raised": True}
+    peak = _process_peak_mb()
+    return {"peak_memory_mb": peak, "peak_memory_kind": "process peak RSS (CPU)", "peak_memory_raised": peak > before}
 
 
 def _diagnostics(condensed: CondensedSet, pretrained: Pretrained | None,

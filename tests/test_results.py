@@ -169,3 +169,23 @@ def test_the_latex_of_a_reduced_run_compiles_with_booktabs(tmp_path, render):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_a_peak_set_before_a_columns_build_is_printed_as_an_upper_bound():
+    """A CPU build's memory is the process's peak RSS at its end; where the build did not raise it (θ*, the
+    polish or an earlier column set it), every output says "≤" instead of charging the column with it."""
+    from dsvbench.results import details_rows
+    from dsvbench.tasks import _peak_memory
+    import torch
+    assert _peak_memory(torch.device("cpu"), before=float("inf"))["peak_memory_raised"] is False
+    assert _peak_memory(torch.device("cpu"), before=0.0)["peak_memory_raised"] is True
+    records = [{**r, "peak_memory_raised": r["method"] != "random"} for r in RECORDS]
+    records[1]["peak_memory_raised"] = None      # a record of older code: unknown, printed as it is
+    records[0]["peak_memory_raised"] = False
+    header, rows = details_rows(summarize(records))
+    cells = {row[0]: row[header.index("peak MB")] for row in rows}
+    assert cells == {"random": "100", "herding": "100", "dc": "100"}   # random: one unknown record, no bound
+    records[1]["peak_memory_raised"] = False
+    header, rows = details_rows(summarize(records))
+    assert {row[0]: row[header.index("peak MB")] for row in rows} == {"random": "≤ 100", "herding": "100", "dc": "100"}
+    assert "≤ 100" in render_markdown(summarize(records))
