@@ -18,7 +18,6 @@ of the chosen columns.  Budgets are the published ones unless ``--set`` /
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from dsvbench.plan import column_eval_recipe, method_recipe
 from dsvbench.tasks import make_context, prepare
 from dsvbench.methods import METHODS, MethodSpec
 from dsvbench.models import create_model
-from dsvbench.process import allocator_note, keep_freed_memory
+from dsvbench.process import allocator_note, keep_freed_memory, peak_memory_mb
 from dsvbench.registry import UserError
 from dsvbench.training import retrain, retrain_population
 
@@ -79,10 +78,7 @@ def measure(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        return result, seconds, torch.cuda.max_memory_allocated(device) / 2 ** 20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return result, seconds, rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
+    return result, seconds, peak_memory_mb(device)
 
 
 def step_count(recipe: Any) -> int | None:

@@ -9,7 +9,6 @@ for each stage.  Pretraining is timed on ``--pretrain-batches`` batches, not a f
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import dsvbench  # noqa: F401  (first: it asks torch for huge pages before torch loads, dsvbench.process)
@@ -20,14 +19,8 @@ from dsvbench.augment import augment
 from dsvbench.config import DataConfig, PretrainRecipe, eval_recipe
 from dsvbench.data import load_dataset
 from dsvbench.models import create_model
-from dsvbench.process import keep_freed_memory
+from dsvbench.process import keep_freed_memory, peak_memory_mb
 from dsvbench.training import accuracy, train_on_set
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sync(device: torch.device) -> None:
@@ -71,7 +64,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     per_second = args.pretrain_batches * recipe.batch_size / seconds
     print(f"pretrain {args.model}: {per_second:.0f} images/s -> {len(train_y) / per_second:.1f} s/epoch "
-          f"(batch {recipe.batch_size}, {recipe.augment}), peak {peak_mb(device):.0f} MB")
+          f"(batch {recipe.batch_size}, {recipe.augment}), peak {peak_memory_mb(device):.0f} MB")
 
     condensed = torch.stack([torch.nonzero(train_y == c)[0, 0] for c in range(dataset.num_classes)])
     images, labels = train_x[condensed], train_y[condensed]
@@ -89,7 +82,7 @@ def main() -> None:
         test_seconds = time.perf_counter() - start
         print(f"retrain '{name}' ({evaluation.optimizer}, {evaluation.epochs} epochs, IPC 1): "
               f"{train_seconds:.2f} s; test {len(dataset.test_y) / test_seconds:.0f} images/s "
-              f"({test_acc:.1f}%), peak {peak_mb(device):.0f} MB")
+              f"({test_acc:.1f}%), peak {peak_memory_mb(device):.0f} MB")
 
 
 if __name__ == "__main__":

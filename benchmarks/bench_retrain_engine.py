@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import sys
 import time
 
@@ -21,9 +20,8 @@ from tabulate import tabulate
 
 from dsvbench.config import eval_recipe
 from dsvbench.models import MODELS, InputShape, activation_bytes, create_model
-from dsvbench.process import configure
-from dsvbench.vectorized import train_stacked
-from dsvbench.training import retrain_engine, train_on_set
+from dsvbench.process import configure, peak_rss_mb
+from dsvbench.training import retrain_engine, retrain_population
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,13 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(engine: str, models, sets, recipe) -> None:
-    """Exactly what ``retrain_population`` runs for ``engine``, without the test pass."""
+    """``retrain_population`` with ``engine``, on an empty test split (its test pass left out)."""
     generators = [torch.Generator().manual_seed(i) for i in range(len(models))]
-    if engine == "stacked":
-        train_stacked(models, [x for x, _ in sets], [y for _, y in sets], recipe, generators)
-    else:
-        for model, generator, (x, y) in zip(models, generators, sets):
-            train_on_set(model, x, y, recipe, generator)
+    no_test = sets[0][0][:0], sets[0][1][:0]
+    retrain_population(models, generators, sets, *no_test, recipe, engine=engine)
 
 
 def main(argv=None) -> int:
@@ -77,7 +72,7 @@ def main(argv=None) -> int:
           f"{args.threads} thread(s), "
           f"{args.epochs} epochs of the {args.recipe} recipe; {activation_bytes(probe, sets[0][0][:1]) // 1024} KiB "
           f"of activations per image; auto picks {retrain_engine('auto', probe, sets[0][0])}; peak RSS of the process "
-          f"(both engines) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"(both engines) {peak_rss_mb():.0f} MB")
     print(tabulate(rows, ["engine", "CPU ms per model-epoch", "wall s", "model-epochs/s"], tablefmt="github"))
     return 0
 

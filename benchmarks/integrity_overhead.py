@@ -13,7 +13,6 @@ count a run of ``--methods all --seeds 5`` makes, their total, and that total as
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from dsvbench import atomic
 from dsvbench.options import config_from_flags
 from dsvbench.config import DataConfig
+from dsvbench.process import peak_rss_mb
 from dsvbench.data import SOURCES, load_dataset
 from dsvbench.data.cache import source_key
 from dsvbench.setcache import set_claims, set_digest, set_problem
@@ -77,7 +77,7 @@ def main() -> None:
     for name, seconds, count in rows:
         print(f"{name:36s} {seconds * 1e6:10.1f} µs/call × {count:4d} = {seconds * count * 1e3:8.2f} ms")
     print(f"total {total * 1e3:.1f} ms = {100 * total / args.job_seconds:.3f} % of a {args.job_seconds:.0f} s job")
-    print(f"wall {time.perf_counter() - start:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"wall {time.perf_counter() - start:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import sys
 
 import torch
@@ -130,3 +131,16 @@ def keep_freed_memory() -> bool:
     mmap_taken = mallopt(M_MMAP_THRESHOLD, thresholds[0])
     trim_taken = mallopt(M_TRIM_THRESHOLD, thresholds[1])   # set even when the first was refused
     return bool(mmap_taken and trim_taken)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """On CUDA the most memory allocated on ``device`` since its last reset, else :func:`peak_rss_mb`."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return peak_rss_mb()

@@ -4,7 +4,6 @@ that raises leaves a failure record per seed instead (the rerun redoes exactly t
 from __future__ import annotations
 
 import copy
-import resource
 import sys
 import time
 import traceback
@@ -22,6 +21,7 @@ from .methods import METHODS, BuildContext, CondensedSet, MethodFailed, MethodSp
 from .models import create_model
 from .plan import Job, Task, derive_seed, device_of, needs_pretrained, own_theta, record_name, resolve
 from .pretrain import Pretrained, dataset_fingerprint, load_or_pretrain
+from .process import peak_memory_mb, peak_rss_mb
 from .progress import progress_bar
 from .registry import first_line
 from .provenance import method_source, provenance
@@ -183,7 +183,7 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
             for group in groups:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                before = _process_peak_mb()
+                before = peak_rss_mb()
                 start = time.perf_counter()
                 sets = spec.build_all([contexts[i] for i in group], recipe)
                 seconds = time.perf_counter() - start
@@ -202,19 +202,13 @@ def _build_or_load(config, spec, recipe, dataset, pretrained, jobs_keys, progres
     return [found[key] for _, key in jobs_keys]
 
 
-def _process_peak_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
-    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024
-
-
 def _peak_memory(device: torch.device, before: float) -> dict[str, Any]:
     """The build's memory: on CUDA the peak allocated during it; on the CPU the process's peak RSS at its end,
     with ``peak_memory_raised`` False when the build did not raise it (the peak was set earlier in the
     process: θ*, the polish, another column; the tables then print it as an upper bound, "≤")."""
+    peak = peak_memory_mb(device)
     if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20,
-                "peak_memory_kind": "cuda max allocated during build", "peak_memory_raised": True}
-    peak = _process_peak_mb()
+        return {"peak_memory_mb": peak, "peak_memory_kind": "cuda max allocated during build", "peak_memory_raised": True}
     return {"peak_memory_mb": peak, "peak_memory_kind": "process peak RSS (CPU)", "peak_memory_raised": peak > before}
 
 
